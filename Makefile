@@ -1,0 +1,39 @@
+# LSTM Rosetta: `make bench` and `make test` are all a new user needs.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: test bench bench-quick diff clean
+
+# The venv is rebuilt whenever the pinned requirements or the project metadata change.
+$(VENV): requirements.txt pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e . || $(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(VENV)
+
+test: $(VENV)
+	$(PY) -m pytest
+
+bench: $(VENV)
+	$(PY) -m benchmarks.run --out results
+	$(PY) -m benchmarks.report results
+	@echo "Report: results/REPORT.md"
+
+bench-quick: $(VENV)
+	$(PY) -m benchmarks.run --quick --out bench-quick
+	$(PY) -m benchmarks.report bench-quick
+	@echo "Report: bench-quick/REPORT.md"
+
+# The three model.py files side by side: each differing line is a framework difference.
+diff:
+	-diff -u numpy_impl/model.py torch_impl/model.py
+	-diff -u numpy_impl/model.py keras_impl/model.py
+	-diff -u torch_impl/model.py keras_impl/model.py
+	@for a in numpy torch keras; do for b in numpy torch keras; do \
+	  if [ "$$a" \< "$$b" ]; then printf '%s vs %s: %s changed lines\n' $$a $$b \
+	  "$$(diff $${a}_impl/model.py $${b}_impl/model.py | grep -c '^[<>]')"; fi; done; done
+
+clean:
+	rm -rf $(VENV) bench-quick .pytest_cache

@@ -1,0 +1,109 @@
+"""The model and training configuration: one dataclass, shared by all three frameworks.
+
+    from common.config import Config
+    config = Config(hidden_size=256, num_layers=2)      # keyword fields, defaults below
+    config = Config.from_dict(checkpoint_metadata)      # unknown keys refused
+
+Every field becomes a command-line option (`--hidden-size 256`) through `add_config_args`, so
+the command line, the benchmark and the checkpoint metadata all speak the same names. Bad
+values are refused with a ConfigError whose message says what to do.
+"""
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from common.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adagrad", "adam")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class Config:
+    vocab_size: int = field(default=65, metadata={"help": "characters in the vocabulary, V (65 for tinyshakespeare)"})
+    hidden_size: int = field(default=128, metadata={"help": "LSTM units per layer, H"})
+    num_layers: int = field(default=1, metadata={"help": "stacked LSTM layers, L"})
+    batch_size: int = field(default=32, metadata={"help": "parallel text streams per batch, B"})
+    seq_length: int = field(default=64, metadata={"help": "time steps per batch (truncated BPTT length), T"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "optimizer step size"})
+    optimizer: str = field(default="adam", metadata={"help": "one of sgd, adagrad, adam"})
+    clip_norm: float = field(default=5.0, metadata={"help": "clip gradients to this global L2 norm; 0 turns clipping off"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or float64, for weights and every computation"})
+    seed: int = field(default=1337, metadata={"help": "seed for the initial weights (and sampling, unless given)"})
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}.")
+        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.vocab_size < 2:
+            raise ConfigError(f"vocab_size must be at least 2 (a language model needs a choice), got {self.vocab_size}.")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be 0 or more, got {self.seed}.")
+        for name in ("learning_rate", "clip_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}.")
+            setattr(self, name, float(value))
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be greater than 0, got {self.learning_rate}.")
+        if self.clip_norm < 0:
+            raise ConfigError(f"clip_norm must be 0 (off) or a positive norm, got {self.clip_norm}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """A Config from a plain dict (checkpoint metadata); unknown keys are refused."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    def replace(self, **changes):
+        """A copy with some fields changed, validated again."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def _option(name):
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser, skip=()):
+    """Add one `--field-name value` option per Config field (default None: keep the config's)."""
+    group = parser.add_argument_group("model and training config")
+    for f in dataclasses.fields(Config):
+        if f.name in skip:
+            continue
+        kwargs = {"type": f.type if f.type in (int, float) else str, "default": None,
+                  "metavar": f.name.upper(), "help": f"{f.metadata['help']} (default {f.default})"}
+        if f.name == "optimizer":
+            kwargs["choices"] = OPTIMIZERS
+        if f.name == "dtype":
+            kwargs["choices"] = DTYPES
+        group.add_argument(_option(f.name), dest=f.name, **kwargs)
+    return parser
+
+
+def config_from_args(args, **base):
+    """A Config from parsed options over `base` fields; an option left unset keeps the base value."""
+    values = dict(base)
+    for f in dataclasses.fields(Config):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    return Config.from_dict(values)
+
+
+if __name__ == "__main__":
+    print(config_from_args(add_config_args(argparse.ArgumentParser()).parse_args()))
