@@ -11,6 +11,7 @@ values are refused with a ConfigError whose message says what to do.
 
 import argparse
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 from common.errors import ConfigError
@@ -35,8 +36,9 @@ class Config:
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{name} must be a whole number, got {value!r}.")
+            setattr(self, name, int(value))  # numpy integers become plain ints (JSON metadata)
         for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -46,7 +48,7 @@ class Config:
             raise ConfigError(f"seed must be 0 or more, got {self.seed}.")
         for name in ("learning_rate", "clip_norm"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}.")
             setattr(self, name, float(value))
         if self.learning_rate <= 0:

@@ -1,0 +1,117 @@
+"""The package boundaries of DESIGN.md: common imports no framework, numpy_impl no torch or
+TensorFlow, torch_impl no TensorFlow or Keras, keras_impl no torch.
+
+Checked twice per package: statically (the import statements of every file, read with ast) and
+dynamically (every module imported in a fresh process, then sys.modules inspected). A package
+with no modules yet is skipped; a module that exists and crosses its boundary fails the test.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FORBIDDEN = {
+    "common": {"torch", "tensorflow", "keras", "torch_impl", "keras_impl"},
+    "numpy_impl": {"torch", "tensorflow", "keras", "torch_impl", "keras_impl"},
+    "torch_impl": {"tensorflow", "keras", "keras_impl"},
+    "keras_impl": {"torch", "torch_impl"},
+}
+
+
+def modules_of(package_dir):
+    """Dotted names of the package and of every .py module under it."""
+    package_dir = Path(package_dir)
+    names = []
+    for f in sorted(package_dir.rglob("*.py")):
+        parts = f.relative_to(package_dir.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def static_imports(path):
+    """(line, top-level module) of every import in a file, including importlib/__import__ of a literal."""
+    found = []
+    for node in ast.walk(ast.parse(Path(path).read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            found.append((node.lineno, node.args[0].value.split(".")[0]))
+    return found
+
+
+def static_violations(package_dir, forbidden):
+    return [f"{f.relative_to(package_dir.parent)}:{line} imports {name}"
+            for f in sorted(Path(package_dir).rglob("*.py"))
+            for line, name in static_imports(f) if name in forbidden]
+
+
+PROBE = """
+import importlib, json, sys
+sys.path.insert(0, sys.argv[1])
+for name in json.loads(sys.argv[2]):
+    importlib.import_module(name)
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def loaded_top_level_modules(root, modules):
+    """Top-level names in sys.modules of a fresh process after importing `modules` from `root`."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(root), json.dumps(modules)],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, f"importing {modules} failed:\n{proc.stderr[-3000:]}"
+    return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def package_or_skip(package):
+    package_dir = ROOT / package
+    modules = modules_of(package_dir) if package_dir.is_dir() else []
+    if not [m for m in modules if m != package]:
+        pytest.skip(f"{package} has no modules yet")
+    return package_dir, modules
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_static_imports(package):
+    package_dir, _ = package_or_skip(package)
+    assert static_violations(package_dir, FORBIDDEN[package]) == []
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_importing_every_module_loads_no_forbidden_framework(package):
+    _, modules = package_or_skip(package)
+    loaded = loaded_top_level_modules(ROOT, modules)
+    assert loaded & FORBIDDEN[package] == set(), f"importing {package} loaded {sorted(loaded & FORBIDDEN[package])}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks themselves can fail: a throw-away package that crosses a boundary is caught.
+
+def test_checks_catch_a_crossing(tmp_path):
+    pkg = tmp_path / "leaky"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('"""A package."""\n')
+    (pkg / "clean.py").write_text("import json\n")
+    (pkg / "direct.py").write_text("import os\nfrom fractions import Fraction\n")
+    (pkg / "hidden.py").write_text("def f():\n    import importlib\n    return importlib.import_module('decimal')\n")
+    (pkg / "via.py").write_text("from leaky import direct\n")  # crosses only through another module
+    assert modules_of(pkg) == ["leaky", "leaky.clean", "leaky.direct", "leaky.hidden", "leaky.via"]
+    assert static_violations(pkg, {"fractions", "decimal"}) == [
+        "leaky/direct.py:2 imports fractions", "leaky/hidden.py:3 imports decimal"]
+    assert "fractions" in loaded_top_level_modules(tmp_path, ["leaky.via"])
+    assert "fractions" not in loaded_top_level_modules(tmp_path, ["leaky.clean"])
+
+
+def test_common_is_checked():
+    """common exists from the start, so its checks must run, not be skipped."""
+    assert "common.config" in modules_of(ROOT / "common")
+    assert {"torch", "tensorflow", "keras"} <= FORBIDDEN["common"]
