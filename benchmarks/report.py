@@ -1,0 +1,399 @@
+"""REPORT.md and its plots, made from the files benchmarks/run.py wrote, and nothing else.
+
+    python -m benchmarks.report results           # writes results/REPORT.md and results/*.png
+
+Reads summary.csv, steps.csv, sweep.csv, gemm.csv, environment.json, samples.txt and, when
+present, levers.csv (lever, impl, before_chars_per_s, after_chars_per_s, note: the speed-ups
+that were tried, for the "What made it fast" section).
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.flops import FORMULA  # noqa: E402
+
+REFERENCE = "torch-layer"  # throughput ratios are against this implementation
+DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]  # curves that coincide stay visible
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+def md_table(rows, columns):
+    """A markdown table: rows are dicts (or a DataFrame), columns a list of (key, title) pairs."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    lines = ["| " + " | ".join(title for _, title in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = [str(row.get(key, "")).replace("|", "\\|").replace("\n", " ") for key, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def missing(x):
+    return x is None or (isinstance(x, float) and math.isnan(x)) or x == ""
+
+
+def fmt(x, spec=",.0f", suffix=""):
+    return "–" if missing(x) else f"{x:{spec}}{suffix}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots: each returns the file name it wrote, or None when there is nothing to draw
+
+def plot_losses(steps, out):
+    """Loss curves overlaid, with common.plotting.plot_loss_curves (this module's own if absent)."""
+    if steps.empty:
+        return None
+    curves = {}
+    for impl, df in steps.groupby("impl", sort=False):
+        val = df.dropna(subset=["val_loss"])
+        curves[impl] = (df["step"].to_numpy(), df["loss"].to_numpy(),
+                        val["step"].to_numpy(), val["val_loss"].to_numpy())
+    n = max(len(c[0]) for c in curves.values())
+    beta = 1 - 1 / max(2, min(25, n // 10))  # an average over ~10 % of the run
+    title = "Training loss (raw: faint; smoothed: solid) and validation loss (dots)"
+    try:
+        from common.plotting import plot_loss_curves
+    except ImportError:
+        plot_loss_curves = own_loss_curves
+    plot_loss_curves(curves, out / "loss.png", title=title, beta=beta)
+    return "loss.png"
+
+
+def own_loss_curves(curves, path, title, beta):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for n, (impl, (steps, losses, val_steps, val_losses)) in enumerate(curves.items()):
+        color = f"C{n}"
+        ax.plot(steps, losses, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, pd.Series(losses).ewm(alpha=1 - beta).mean(), color=color, linewidth=1.6,
+                linestyle=DASHES[n % len(DASHES)], label=f"{impl} (smoothed)")
+        if len(val_steps):
+            ax.plot(val_steps, val_losses, "o", color=color, markersize=5, label=f"{impl} validation")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("cross-entropy (nats per character)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    save(fig, path.parent, path.name)
+
+
+def plot_throughput(summary, out):
+    ok = summary[summary["status"] == "ok"]
+    if ok.empty:
+        return None
+    chars = ok["batch_size"] * ok["seq_length"]
+    lo, hi = chars / (ok["step_ms_p90"] / 1e3), chars / (ok["step_ms_p10"] / 1e3)
+    y = ok["chars_per_s"]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.bar(ok["impl"], y, color=[f"C{i}" for i in range(len(ok))],
+           yerr=[y - lo, hi - y], capsize=5)
+    ax.set_ylabel("characters per second")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    ax.set_title("Training throughput (median step; whiskers: p90 to p10 step time)")
+    ax.grid(axis="y", alpha=0.3)
+    return save(fig, out, "throughput.png")
+
+
+def plot_sweep(sweep, out):
+    ok = sweep[sweep["status"] == "ok"] if not sweep.empty else sweep
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for n, (impl, df) in enumerate(ok.groupby("impl", sort=False)):
+        ax.plot(df["hidden_size"], df["chars_per_s"], "o-", color=f"C{n}", label=impl)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(ok["hidden_size"].unique()))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("hidden size H")
+    ax.set_ylabel("characters per second")
+    ax.set_title("Throughput against hidden size")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return save(fig, out, "sweep.png")
+
+
+def plot_bars(summary, column, ylabel, title, out, name):
+    df = summary.dropna(subset=[column])
+    if df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(df["impl"], df[column], color=[f"C{i}" for i in range(len(df))])
+    for x, v in enumerate(df[column]):
+        ax.annotate(f"{v:,.1f}", (x, v), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return save(fig, out, name)
+
+
+def save(fig, out, name):
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+def read_csv(path):
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+
+
+def read_samples(path):
+    """{impl: text} from samples.txt's `--- impl ---` blocks."""
+    samples, impl = {}, None
+    if not path.exists():
+        return samples
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line.startswith("--- ") and line.endswith(" ---"):
+            impl = line[4:-4]
+            samples[impl] = []
+        elif impl is not None:
+            samples[impl].append(line)
+    return {k: "\n".join(v).strip("\n") for k, v in samples.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+HOW_TO_READ = """\
+Each implementation (a framework and a path: `layer` is the library's own LSTM, `cell` the gate
+equations written out in that framework's operations; numpy has only its hand-written cell) was
+trained in its own process, from the same initial weights, on the same batches, with the same
+number of threads. So:
+
+- **The loss curves should lie on top of each other.** Same weights, same data, same optimizer
+  settings: any visible gap is a bug, not a framework trait (tiny float32 differences aside).
+- **Throughput** is characters per second during training (forward, backward and optimizer step),
+  from the median step time; the whiskers show the 10th and 90th percentile step times, i.e. how
+  steady the step is. Higher is better. The machine may have been shared: compare implementations
+  within one report rather than across reports.
+- **Time to first step** is what you wait before training starts: importing the framework,
+  building the model and the first step, which includes tracing/compiling where the framework
+  does that (Keras' `tf.function`).
+- **Peak memory** is the worker process's maximum resident set (framework libraries included).
+- **Share of peak** compares the FLOPs a step must do with what this machine's matrix multiply
+  reaches; a small LSTM with B rows per step cannot come near the peak, so read it as headroom.
+"""
+
+OPTIMIZER_NOTES = """\
+The frameworks' own optimizers are configured to the same numbers (Adam beta1=0.9, beta2=0.999,
+eps=1e-8; Adagrad eps=1e-10, initial accumulator 0; SGD without momentum; clipping by the global
+L2 norm over all gradients). Two formulas still differ between the frameworks:
+
+- **Adam**: PyTorch (and numpy) follow the Adam paper, `w -= lr * m_hat / (sqrt(v_hat) + eps)`
+  with `m_hat = m / (1 - b1^t)`, `v_hat = v / (1 - b2^t)`. Keras puts epsilon outside the bias
+  correction: `alpha_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`, `w -= alpha_t * m / (sqrt(v) + eps)`.
+  The two agree except where sqrt(v_hat) is comparable to eps.
+- **Clipping**: `torch.nn.utils.clip_grad_norm_` scales by `max_norm / (norm + 1e-6)`; Keras'
+  `global_clipnorm` by `max_norm / norm`.
+
+numpy carries both formulas (`CharLSTM(..., formula="pytorch" | "keras")`); the equivalence tests
+hold to 1e-9 in float64 with the matching one.
+"""
+
+
+def write_report(out):
+    out = Path(out)
+    if not (out / "summary.csv").exists():
+        raise FileNotFoundError(f"no summary.csv in {out}; run `python -m benchmarks.run --out {out}` first.")
+    summary = read_csv(out / "summary.csv")
+    steps = read_csv(out / "steps.csv")
+    sweep = read_csv(out / "sweep.csv")
+    gemm = read_csv(out / "gemm.csv")
+    env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
+    samples = read_samples(out / "samples.txt")
+    levers = read_csv(out / "levers.csv")
+
+    images = {
+        "loss": plot_losses(steps, out),
+        "throughput": plot_throughput(summary, out),
+        "sweep": plot_sweep(sweep, out),
+        "first": plot_bars(summary, "time_to_first_step_s", "seconds",
+                           "Time to first step (import + build + first train_step)", out, "first_step.png"),
+        "memory": plot_bars(summary, "peak_rss_mb", "MB", "Peak resident memory of the worker process",
+                            out, "memory.png"),
+    }
+    image = lambda key, alt: f"![{alt}]({images[key]})\n" if images[key] else ""  # noqa: E731
+
+    c = summary.iloc[0] if not summary.empty else {}
+    cfg = env.get("config", {})
+    run = env.get("run", {})
+    cpu = env.get("cpu", {})
+    peak = env.get("peak_gflops")
+    md = ["# LSTM Rosetta: benchmark report", ""]
+    md.append(
+        f"Character-level LSTM, V={c.get('vocab_size')} H={c.get('hidden_size')} L={c.get('num_layers')} "
+        f"B={c.get('batch_size')} T={c.get('seq_length')}, {c.get('dtype')}, {c.get('optimizer')} "
+        f"(lr {c.get('learning_rate')}, clip {c.get('clip_norm')}), corpus `{run.get('corpus', '?')}`; "
+        f"{c.get('iters')} timed steps after the first step and {c.get('warmup')} warm-up steps; "
+        f"{c.get('threads')} threads on {cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores); "
+        f"{env.get('date', '')}.")
+    md += ["", "## How to read this", "", HOW_TO_READ]
+
+    # Results table
+    ok = summary[summary["status"] == "ok"]
+    ref = ok[ok["impl"] == REFERENCE]
+    ref_speed = float(ref["chars_per_s"].iloc[0]) if not ref.empty else None
+    rows = []
+    for r in summary.to_dict("records"):
+        rows.append({
+            "impl": f"`{r['impl']}`", "chars": fmt(r.get("chars_per_s")),
+            "ratio": fmt(r["chars_per_s"] / ref_speed, ".2f", "x") if ref_speed and not missing(r.get("chars_per_s")) else "–",
+            "ms": fmt(r.get("step_ms_median"), ".1f"),
+            "spread": f"{fmt(r.get('step_ms_p10'), '.1f')}–{fmt(r.get('step_ms_p90'), '.1f')}",
+            "first": fmt(r.get("time_to_first_step_s"), ".1f"), "rss": fmt(r.get("peak_rss_mb")),
+            "peak": fmt(100 * r["peak_fraction"], ".1f", " %") if not missing(r.get("peak_fraction")) else "–",
+            "loss": fmt(r.get("final_loss"), ".4f"), "val": fmt(r.get("final_val_loss"), ".4f"),
+            "device": r.get("device", ""), "status": r.get("status", ""),
+        })
+    md += ["## Results", "", md_table(rows, [
+        ("impl", "implementation"), ("chars", "chars/s"), ("ratio", f"vs {REFERENCE}"),
+        ("ms", "step ms (median)"), ("spread", "step ms p10–p90"), ("first", "first step s"),
+        ("rss", "peak RSS MB"), ("peak", "share of matmul peak"), ("loss", "final loss"),
+        ("val", "final val loss"), ("device", "device"), ("status", "status")]), ""]
+    md.append(
+        f"chars/s = B x T / median step time. \"vs {REFERENCE}\" is each throughput divided by "
+        f"{REFERENCE}'s" + ("" if ref_speed else f" (no {REFERENCE} result in this run, so no ratios)")
+        + ". Final loss is the mean training loss over the last 10 % of the steps (at most 20); "
+        "before any figure is written the loss is checked to be finite and falling (final below the "
+        "first step's), and a run that fails the check, crashes or times out has its reason in the "
+        "status column instead of figures.")
+    md += ["", image("throughput", "throughput per implementation")]
+
+    # Loss curves
+    md += ["## Loss curves", "", image("loss", "loss curves of all implementations")]
+    md.append(
+        "Validation loss: the mean cross-entropy over the first "
+        f"{run.get('val_batches', '?')} batches of the validation text (the last 10 % of the corpus), "
+        "with the LSTM state carried through them from zeros, as in training; measured every "
+        f"{run.get('val_every', '?')} steps and at the end, outside the step timing.")
+    if not steps.empty:
+        wide = steps.pivot_table(index="step", columns="impl", values="loss")
+        spread = (wide.max(axis=1) - wide.min(axis=1)).max() if wide.shape[1] > 1 else float("nan")
+        if not missing(spread):
+            md.append(f"\nLargest difference between implementations' losses at the same step: {spread:.2e}.")
+    md.append("")
+
+    # Sweep
+    if images["sweep"]:
+        md += ["## Throughput against hidden size", "", image("sweep", "throughput against hidden size")]
+        piv = sweep[sweep["status"] == "ok"].pivot_table(index="hidden_size", columns="impl",
+                                                         values="chars_per_s", sort=False)
+        rows = [{"H": H, **{impl: fmt(piv.loc[H, impl]) for impl in piv.columns}} for H in piv.index]
+        md += [md_table(rows, [("H", "H")] + [(i, f"`{i}` chars/s") for i in piv.columns]), ""]
+        md.append(
+            f"Short throughput-only runs (a fresh model per size; the first step and "
+            f"one warm-up step left out, then at most {run.get('sweep_iters', '?')} timed steps or "
+            f"{run.get('sweep_budget', '?')} s, median step). Other settings as above.")
+        failed = sweep[sweep["status"] != "ok"]
+        if not failed.empty:
+            md.append("\nNot measured: " + "; ".join(
+                f"`{r['impl']}` H={r['hidden_size']}: {r['status']}" for r in failed.to_dict("records")) + ".")
+        md.append("")
+
+    # Start-up and memory
+    md += ["## Time to first step and memory", "", image("first", "time to first step"),
+           image("memory", "peak memory")]
+
+    # FLOPs and peak
+    md += ["## FLOPs and the matrix-multiply peak", ""]
+    if not summary.empty:
+        md.append(f"FLOPs per character of one training step: **{int(c['flops_per_char']):,}**, from "
+                  f"`{FORMULA}`.")
+    if not gemm.empty:
+        md += ["", md_table([{**g, "gflops": fmt(g.get("gflops"), ".1f"), "median_ms": fmt(1e3 * g["median_s"], ".1f")
+                              if not missing(g.get("median_s")) else "–"} for g in gemm.to_dict("records")],
+                            [("lib", "library"), ("n", "n"), ("threads", "threads"), ("reps", "reps"),
+                             ("median_ms", "median ms"), ("gflops", "GFLOP/s"), ("status", "status")])]
+        md.append(
+            f"\nThe peak is the better of the two float32 (n, n) @ (n, n) products, median of the "
+            f"repetitions after two warm-up products, at the same thread count: "
+            f"**{fmt(peak, '.1f')} GFLOP/s**. Share of peak = chars/s x FLOPs per character / peak.")
+    md.append("")
+
+    # Levers
+    if not levers.empty:
+        rows = [{**r, "before": fmt(r.get("before_chars_per_s")), "after": fmt(r.get("after_chars_per_s")),
+                 "gain": fmt(r["after_chars_per_s"] / r["before_chars_per_s"], ".2f", "x")
+                 if not missing(r.get("before_chars_per_s")) and r["before_chars_per_s"] else "–",
+                 "impl": f"`{r.get('impl')}`", "note": "" if missing(r.get("note")) else r.get("note")}
+                for r in levers.to_dict("records")]
+        md += ["## What made it fast", "",
+               "Each lever measured on its own: throughput before and after, other things equal.", "",
+               md_table(rows, [("lever", "lever"), ("impl", "implementation"), ("before", "before chars/s"),
+                               ("after", "after chars/s"), ("gain", "gain"), ("note", "note")]), ""]
+
+    # Samples
+    if samples:
+        md += ["## Generated text", "",
+               "A short sample from each implementation after its run (temperature 0.8, the config's "
+               "seed): after a few hundred steps expect Shakespeare-shaped noise, not Shakespeare.", ""]
+        for impl, text in samples.items():
+            md += [f"**{impl}**", "", "```", text.replace("```", "'''"), "```", ""]
+
+    md += ["## Optimizers: where the formulas differ", "", OPTIMIZER_NOTES]
+
+    # Environment
+    pk = env.get("packages", {})
+    pools = env.get("blas", {}).get("threadpools", [])
+    git = env.get("git", {})
+    data = env.get("data", {})
+    facts = [
+        ("date", env.get("date")), ("CPU", f"{cpu.get('model')} ({cpu.get('logical_cores')} logical cores, "
+                                           f"{cpu.get('usable_cores')} usable)"),
+        ("threads", f"{env.get('threads')} (env: " + ", ".join(
+            f"{k}={v}" for k, v in env.get("thread_env", {}).items() if "THREADS" in k) + ")"),
+        ("python", f"{env.get('python')} on {env.get('platform')}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in pk.items() if v)),
+        ("BLAS (numpy)", "; ".join(f"{p.get('internal_api')} {p.get('version')} "
+                                   f"({p.get('threading_layer')}, {p.get('architecture')}, "
+                                   f"{p.get('num_threads')} threads)" for p in pools) or "?"),
+        ("devices", ", ".join(f"{k}: {v}" for k, v in env.get("devices", {}).items())),
+        ("git commit", f"{git.get('commit')}{' (with uncommitted changes)' if git.get('dirty') else ''}"),
+        ("data", f"{data.get('corpus')}: {data.get('chars', 0):,} characters, V={data.get('vocab_size')}, "
+                 f"{data.get('train_chars', 0):,} train / {data.get('val_chars', 0):,} validation; "
+                 f"same batches in every worker: {data.get('same_batches_in_every_worker')}, "
+                 f"same initial weights: {data.get('same_weights_in_every_worker')}"),
+        ("config", ", ".join(f"{k}={v}" for k, v in cfg.items())),
+    ]
+    md += ["## Environment", "", md_table([{"k": k, "v": v} for k, v in facts], [("k", "what"), ("v", "value")]),
+           "", "Everything above is in `environment.json`; the per-step numbers are in `steps.csv`, "
+           "one row per implementation in `summary.csv`, the sweep in `sweep.csv`, the matrix-multiply "
+           "measurement in `gemm.csv`.", ""]
+
+    text = "\n".join(md)
+    (out / "REPORT.md").write_text(text, encoding="utf-8")
+    return out / "REPORT.md"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report",
+                                description="Write DIR/REPORT.md and its PNG plots from the benchmark's CSV files.")
+    p.add_argument("dir", help="the folder benchmarks.run wrote (e.g. results)")
+    args = p.parse_args(argv)
+    try:
+        path = write_report(args.dir)
+    except (FileNotFoundError, json.JSONDecodeError, pd.errors.ParserError) as e:
+        print(f"python -m benchmarks.report: error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""The benchmark: every implementation trained on the same workload, each in its own process.
+
+    python -m benchmarks.run                      # the reference run, ~15 minutes on 2 cores
+    python -m benchmarks.run --quick --out bench-quick            # ~1 minute
+    python -m benchmarks.run --frameworks torch --paths layer --iters 50 --hidden-size 512
+    python -m benchmarks.report results           # then REPORT.md from the CSVs
+
+An implementation is a framework and one of its paths (numpy-cell, torch-layer, torch-cell,
+keras-layer, keras-cell). Each runs in a fresh `python -m benchmarks.worker` process with the same
+thread count, the same batches (common.corpus + common.batches) and the same initial weights
+(common.weights.init_weights from the config seed); run.py relays its progress and collects its
+JSON. One implementation failing (a missing package, a crash, a non-finite loss, a timeout) is
+recorded in summary.csv's status and the others still run. Written to --out:
+
+    steps.csv         one row per training step: impl, framework, path, step, phase, loss,
+                      step_time_s, val_loss (where measured)
+    summary.csv       one row per implementation: throughput, step-time percentiles, time to
+                      first step, peak memory, FLOPs per character, share of the matmul peak, losses
+    sweep.csv         throughput against hidden size (short runs, throughput only)
+    gemm.csv          float32 matrix-multiply GFLOP/s with numpy and torch: the machine's peak
+    environment.json  versions, CPU, threads, BLAS, git commit, devices, the config
+    samples.txt       a short generated text from each implementation
+"""
+
+import argparse
+import csv
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import flops
+from benchmarks.worker import thread_env
+from common.batches import Batches, split
+from common.config import Config, add_config_args
+from common.errors import ConfigError, RosettaError
+from common.frameworks import FRAMEWORKS, PATHS, check_framework
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Defaults of the reference run and of --quick; a flag given on the command line wins over both.
+DEFAULTS = {
+    "iters": (200, 20), "warmup": (5, 2), "hidden_size": (256, 128), "num_layers": (2, 2),
+    "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (50, 10),
+    "sweep_hidden": ("64,128,256,512,1024", "64,256"), "sweep_iters": (10, 3),
+    "gemm_size": (2048, 1024),
+}
+SUMMARY_COLUMNS = [
+    "impl", "framework", "path", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
+    "step_ms_p90", "time_to_first_step_s", "peak_rss_mb", "flops_per_char", "peak_fraction",
+    "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
+    "num_layers", "batch_size", "seq_length", "dtype", "optimizer", "learning_rate", "clip_norm",
+    "threads", "iters", "warmup"]
+STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_time_s", "val_loss"]
+SWEEP_COLUMNS = ["impl", "framework", "path", "hidden_size", "chars_per_s", "step_ms_median",
+                 "timed_steps", "status"]
+GEMM_COLUMNS = ["lib", "n", "threads", "reps", "median_s", "gflops", "status"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line and exit status 2, instead of argparse's usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def whole(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def names(text):
+    """'numpy, torch' -> ['numpy', 'torch'] (order kept, duplicates dropped)."""
+    return list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
+def sizes(text):
+    """'64,128' -> [64, 128]; '' -> []."""
+    out = []
+    for part in names(text):
+        try:
+            value = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated whole numbers like 64,128,256, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"hidden sizes must be 1 or more, got {value}")
+        out.append(value)
+    return out
+
+
+def build_parser():
+    p = Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    q = lambda name: f"(default {DEFAULTS[name][0]}; with --quick {DEFAULTS[name][1]})"  # noqa: E731
+    p.add_argument("--frameworks", type=names, default="numpy,torch,keras",
+                   help=f"comma-separated frameworks, of {', '.join(FRAMEWORKS)} (default %(default)s)")
+    p.add_argument("--paths", type=names, default="layer,cell",
+                   help="comma-separated paths: layer (the library's LSTM), cell (gates written out); "
+                        "numpy has only cell (default %(default)s)")
+    p.add_argument("--iters", type=whole(1), default=None, help=f"timed training steps {q('iters')}")
+    p.add_argument("--warmup", type=whole(0), default=None,
+                   help=f"steps after the first one, left out of the timing {q('warmup')}")
+    p.add_argument("--hidden-size", type=whole(1), default=None, help=f"LSTM units per layer {q('hidden_size')}")
+    p.add_argument("--num-layers", type=whole(1), default=None, help=f"stacked LSTM layers {q('num_layers')}")
+    p.add_argument("--batch-size", type=whole(1), default=None, help=f"text streams per batch {q('batch_size')}")
+    p.add_argument("--seq-length", type=whole(1), default=None, help=f"time steps per batch {q('seq_length')}")
+    add_config_args(p, skip=("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length"))
+    p.add_argument("--threads", type=whole(1), default=2,
+                   help="threads for every framework and BLAS (the same for all implementations) (default %(default)s)")
+    p.add_argument("--corpus", default="tinyshakespeare", help="built-in corpus name or a UTF-8 text file (default %(default)s)")
+    p.add_argument("--val-every", type=whole(0), default=None,
+                   help=f"validation loss every K steps and at the end; 0 = none {q('val_every')}")
+    p.add_argument("--val-batches", type=whole(1), default=8,
+                   help="validation batches per measurement (the first ones, state carried from zeros) (default %(default)s)")
+    p.add_argument("--sweep-hidden", type=sizes, default=None,
+                   help=f"hidden sizes of the throughput-only sweep; empty = no sweep {q('sweep_hidden')}")
+    p.add_argument("--sweep-iters", type=whole(1), default=None,
+                   help=f"at most this many timed steps per sweep size {q('sweep_iters')}")
+    p.add_argument("--sweep-budget", type=positive_float, default=15.0,
+                   help="seconds of timed steps per sweep size after which it stops (at least 3 steps) (default %(default)s)")
+    p.add_argument("--gemm-size", type=whole(64), default=None,
+                   help=f"n of the (n, n) float32 matrix product that measures the peak {q('gemm_size')}")
+    p.add_argument("--sample-length", type=whole(0), default=300,
+                   help="characters of generated text per implementation; 0 = none (default %(default)s)")
+    p.add_argument("--timeout", type=positive_float, default=1800.0,
+                   help="seconds after which one implementation's process is stopped and recorded as failed (default %(default)s)")
+    p.add_argument("--out", default="results", help="folder for the CSV files, environment.json and samples.txt (default %(default)s)")
+    p.add_argument("--quick", action="store_true", help="a ~1 minute configuration (smaller, fewer steps)")
+    return p
+
+
+def make_plan(args):
+    """Everything a run needs, checked: implementations, config, corpus sizes. ConfigError on a bad value."""
+    preset = 1 if args.quick else 0
+    for name, values in DEFAULTS.items():
+        if getattr(args, name) is None:
+            value = values[preset]
+            setattr(args, name, sizes(value) if name == "sweep_hidden" else value)
+    impls = implementations(args.frameworks, args.paths)
+    from common.corpus import load_corpus
+    corpus = load_corpus(args.corpus)
+    fields = {f: getattr(args, f) for f in ("hidden_size", "num_layers", "batch_size", "seq_length",
+                                            "learning_rate", "optimizer", "clip_norm", "dtype", "seed")}
+    config = Config.from_dict({"vocab_size": len(corpus.vocab),
+                               **{k: v for k, v in fields.items() if v is not None}})
+    train, val = split(corpus.data)
+    Batches(train, config.batch_size, config.seq_length, "train")
+    if args.val_every:
+        Batches(val, config.batch_size, config.seq_length, "validation")
+    return {"impls": impls, "config": config, "corpus": corpus, "args": args,
+            "train_chars": len(train), "val_chars": len(val)}
+
+
+def implementations(frameworks, paths):
+    """[(impl, framework, path)]: every framework with each of its paths that was asked for."""
+    if not frameworks:
+        raise ConfigError(f"--frameworks is empty; give one or more of {', '.join(FRAMEWORKS)}.")
+    known = sorted({p for ps in PATHS.values() for p in ps})
+    for path in paths:
+        if path not in known:
+            raise ConfigError(f"unknown path {path!r}; choose from {', '.join(known)}.")
+    impls = []
+    for framework in frameworks:
+        check_framework(framework)
+        impls += [(f"{framework}-{p}", framework, p) for p in PATHS[framework] if p in paths]
+    if not impls:
+        raise ConfigError(
+            f"no implementation has the path(s) {', '.join(paths)} in framework(s) {', '.join(frameworks)}; "
+            f"numpy has only cell, torch and keras have layer and cell.")
+    return impls
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one worker
+
+def run_worker(spec, workdir, threads, timeout):
+    """Run benchmarks.worker on `spec` in a fresh process; its result dict (status says what failed)."""
+    name = spec.get("impl") or f"{spec['mode']}-{spec.get('lib')}"
+    out = workdir / f"{spec['mode']}-{name}.json"
+    out.unlink(missing_ok=True)
+    spec = {**spec, "threads": threads, "out": str(out)}
+    env = {**os.environ, **thread_env(threads), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--spec", json.dumps(spec)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace")
+    tail = []  # the worker's other output (library warnings, a traceback): shown only if it fails
+
+    def relay():
+        for line in proc.stdout:
+            if line.startswith("["):  # the worker's progress lines
+                sys.stderr.write("  " + line)
+                sys.stderr.flush()
+            elif line.strip():
+                tail[:] = (tail + [line.rstrip()])[-30:]
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    started = time.perf_counter()
+    try:
+        proc.wait(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        timed_out = True
+    except BaseException:  # Ctrl-C: stop the worker we started, then stop
+        proc.kill()
+        proc.wait()
+        raise
+    reader.join(timeout=5)
+    result = json.loads(out.read_text()) if out.exists() else {"steps": [], "val": [], "sweep": []}
+    if timed_out:
+        result["status"] = f"failed: timeout after {time.perf_counter() - started:.0f} s (--timeout {timeout:g})"
+    elif not out.exists() or proc.returncode != 0 and result.get("status", "").startswith("ok"):
+        last = tail[-1].strip() if tail else "no output"
+        result["status"] = f"failed: worker exited with code {proc.returncode}: {last[:300]}"
+    if result.get("status") != "ok" and tail:
+        sys.stderr.write("".join(f"    {line}\n" for line in tail[-15:]))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# From worker results to rows
+
+def smoothed_final(losses):
+    """Mean of the last 10 % of the losses (at least 1, at most 20): the final loss, less noisy."""
+    window = max(1, min(20, len(losses) // 10))
+    return float(np.mean(losses[-window:]))
+
+
+def summary_row(impl, framework, path, result, plan, peak_gflops):
+    config, args = plan["config"], plan["args"]
+    row = {"impl": impl, "framework": framework, "path": path, "status": result.get("status", "failed"),
+           "device": result.get("device", ""), "threads": args.threads, "iters": args.iters,
+           "warmup": args.warmup, **{k: v for k, v in config.to_dict().items() if k != "seed"}}
+    row["flops_per_char"] = flops.flops_per_char(config.vocab_size, config.hidden_size, config.num_layers)
+    row["time_to_first_step_s"] = result.get("time_to_first_step_s")
+    row["peak_rss_mb"] = result.get("peak_rss_mb")
+    losses = [s["loss"] for s in result.get("steps", [])]
+    if result.get("val"):
+        row["final_val_loss"] = result["val"][-1]["val_loss"]
+    if losses:
+        row["first_loss"], row["final_loss"] = losses[0], smoothed_final(losses)
+    if row["status"] != "ok":
+        return row
+    # The loss is checked before a figure is written: finite, and falling.
+    if not np.all(np.isfinite(losses)):
+        row["status"] = "failed: non-finite loss"
+        return row
+    if not row["final_loss"] < row["first_loss"]:
+        row["status"] = (f"failed: loss did not fall (first {row['first_loss']:.4f}, "
+                         f"final smoothed {row['final_loss']:.4f})")
+        return row
+    times = np.array([s["step_time_s"] for s in result["steps"] if s["phase"] == "timed"])
+    median, p10, p90 = np.percentile(times, [50, 10, 90])
+    chars = config.batch_size * config.seq_length
+    row.update(chars_per_s=chars / median, step_ms_median=1e3 * median, step_ms_p10=1e3 * p10,
+               step_ms_p90=1e3 * p90)
+    row["peak_fraction"] = flops.peak_fraction(row["chars_per_s"], row["flops_per_char"],
+                                               peak_gflops * 1e9 if peak_gflops else None)
+    return row
+
+
+def steps_rows(impl, framework, path, result):
+    vals = {v["step"]: v["val_loss"] for v in result.get("val", [])}
+    return [{"impl": impl, "framework": framework, "path": path, **s, "val_loss": vals.get(s["step"])}
+            for s in result.get("steps", [])]
+
+
+def sweep_rows(impl, framework, path, result, config, asked):
+    rows, chars = [], config.batch_size * config.seq_length
+    done = {r["hidden_size"]: r for r in result.get("sweep", [])}
+    for H in asked:
+        r = done.get(H, {"status": result.get("status") if result.get("status", "ok") != "ok"
+                         else "failed: not reached", "step_times_s": [], "losses": []})
+        row = {"impl": impl, "framework": framework, "path": path, "hidden_size": H,
+               "timed_steps": len(r["step_times_s"]), "status": r["status"]}
+        if r["status"] == "ok" and not (r["losses"] and np.all(np.isfinite(r["losses"]))):
+            row["status"] = "failed: non-finite loss"
+        if row["status"] == "ok" and r["step_times_s"]:
+            median = float(np.median(r["step_times_s"]))
+            row.update(chars_per_s=chars / median, step_ms_median=1e3 * median)
+        elif row["status"] == "ok":
+            row["status"] = "failed: no timed step"
+        rows.append(row)
+    return rows
+
+
+def write_csv(path, columns, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+
+
+def write_samples(path, samples):
+    with open(path, "w", encoding="utf-8") as f:
+        for impl, text in samples.items():
+            f.write(f"--- {impl} ---\n{text}\n\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The environment record
+
+def package_versions():
+    out = {}
+    for name in ("numpy", "torch", "tensorflow", "tensorflow-cpu", "keras", "pandas", "matplotlib",
+                 "threadpoolctl", "safetensors"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit():
+    def git(*cmd):
+        r = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))
+            if commit else None}
+
+
+def blas_info(threads):
+    from threadpoolctl import threadpool_info, threadpool_limits
+    with threadpool_limits(limits=threads):
+        pools = [{k: v for k, v in pool.items() if k != "filepath"} for pool in threadpool_info()]
+    try:
+        build = np.show_config(mode="dicts").get("Build Dependencies", {})
+    except Exception:  # older numpy prints instead of returning
+        build = {}
+    return {"threadpools": pools, "numpy_build": build}
+
+
+def environment(plan, results, gemm):
+    args, corpus = plan["args"], plan["corpus"]
+    run = {k: getattr(args, k) for k in ("frameworks", "paths", "iters", "warmup", "threads", "corpus",
+                                         "val_every", "val_batches", "sweep_hidden", "sweep_iters",
+                                         "sweep_budget", "gemm_size", "sample_length", "quick")}
+    shas = {r.get("data_sha256") for r in results.values() if r.get("data_sha256")}
+    wshas = {r.get("weights_sha256") for r in results.values() if r.get("weights_sha256")}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": package_versions(),
+        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(),
+                "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None},
+        "threads": args.threads, "thread_env": thread_env(args.threads),
+        "blas": blas_info(args.threads), "git": git_commit(),
+        "devices": {impl: r.get("device") for impl, r in results.items()},
+        "framework_versions": {impl: r.get("framework_version") for impl, r in results.items()},
+        "config": plan["config"].to_dict(), "run": run,
+        "data": {"corpus": corpus.name, "chars": len(corpus.data), "vocab_size": len(corpus.vocab),
+                 "train_chars": plan["train_chars"], "val_chars": plan["val_chars"],
+                 "same_batches_in_every_worker": len(shas) <= 1, "batches_sha256": sorted(shas),
+                 "same_weights_in_every_worker": len(wshas) <= 1},
+        "flops_formula": flops.FORMULA,
+        "peak_gflops": max((g["gflops"] for g in gemm if g.get("status") == "ok"), default=None),
+        "validation": "mean loss over the first val_batches validation batches, the LSTM state carried "
+                      "through them from zeros; measured outside the step timing",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+def run(plan):
+    args, config = plan["args"], plan["config"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rosetta-bench-") as work:  # the workers' JSON files
+        return run_all(plan, out, Path(work))
+
+
+def run_all(plan, out, work):
+    args, config = plan["args"], plan["config"]
+    base = {"corpus": args.corpus, "config": config.to_dict()}
+    timeout = args.timeout
+    started = time.perf_counter()
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    impls = plan["impls"]
+    say(f"benchmark: {', '.join(i for i, _, _ in impls)} | V={config.vocab_size} H={config.hidden_size} "
+        f"L={config.num_layers} B={config.batch_size} T={config.seq_length} {config.dtype} "
+        f"{config.optimizer} | {args.iters} timed steps after {args.warmup} warm-up | "
+        f"{args.threads} threads | -> {out}")
+
+    gemm = []
+    for lib in ("numpy", "torch"):
+        r = run_worker({"mode": "gemm", "lib": lib, "n": args.gemm_size, "reps": 7}, work, args.threads, timeout)
+        gemm.append({"lib": lib, "n": args.gemm_size, "threads": args.threads, "reps": 7,
+                     "median_s": r.get("median_s"), "gflops": r.get("gflops"), "status": r["status"]})
+    peak = max((g["gflops"] for g in gemm if g["status"] == "ok"), default=None)
+    write_csv(out / "gemm.csv", GEMM_COLUMNS, gemm)
+
+    results, summary, steps, samples, sweep = {}, [], [], {}, []
+
+    def write_all():
+        write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
+        write_csv(out / "steps.csv", STEPS_COLUMNS, steps)
+        write_csv(out / "sweep.csv", SWEEP_COLUMNS, sweep)
+        write_samples(out / "samples.txt", samples)
+        (out / "environment.json").write_text(json.dumps(environment(plan, results, gemm), indent=2))
+
+    for n, (impl, framework, path) in enumerate(impls, 1):
+        say(f"[{n}/{len(impls)}] {impl}")
+        spec = {**base, "mode": "train", "impl": impl, "framework": framework, "path": path,
+                "iters": args.iters, "warmup": args.warmup, "val_every": args.val_every,
+                "val_batches": args.val_batches, "sample_length": args.sample_length}
+        results[impl] = r = run_worker(spec, work, args.threads, timeout)
+        row = summary_row(impl, framework, path, r, plan, peak)
+        summary.append(row)
+        steps += steps_rows(impl, framework, path, r)
+        if r.get("sample"):
+            samples[impl] = r["sample"]
+        say(f"  {impl}: {row['status']}" + (f", {row['chars_per_s']:,.0f} chars/s, first step "
+                                            f"{row['time_to_first_step_s']:.1f} s" if row["status"] == "ok" else ""))
+        write_all()
+
+    if args.sweep_hidden:
+        for impl, framework, path in impls:
+            say(f"[sweep] {impl}: hidden sizes {', '.join(map(str, args.sweep_hidden))}")
+            spec = {**base, "mode": "sweep", "impl": impl, "framework": framework, "path": path,
+                    "hidden_sizes": args.sweep_hidden, "iters": args.sweep_iters, "warmup": 1,
+                    "budget_s": args.sweep_budget}
+            r = run_worker(spec, work, args.threads, timeout)
+            sweep += sweep_rows(impl, framework, path, r, config, args.sweep_hidden)
+            write_all()
+    write_all()
+    ok = sum(row["status"] == "ok" for row in summary)
+    say(f"done in {time.perf_counter() - started:.0f} s: {ok}/{len(summary)} implementations ok; "
+        f"results in {out} (next: python -m benchmarks.report {out})")
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        plan = make_plan(args)
+    except RosettaError as e:
+        print(f"python -m benchmarks.run: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return run(plan)
+    except KeyboardInterrupt:
+        print("interrupted; the files written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

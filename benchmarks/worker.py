@@ -1,0 +1,339 @@
+"""One benchmark run of one implementation, in its own process: the uniform runner of the harness.
+
+    python -m benchmarks.worker --spec '{"mode": "train", "framework": "torch", "path": "layer", ...}'
+
+benchmarks/run.py starts one worker per implementation (and per matrix-multiply library), with the
+thread count in the environment, and reads back the JSON file the worker writes to spec["out"].
+Progress goes to stderr, one line at a time, for run.py to relay. Modes:
+
+    train   time to first step (framework import + model build + first train_step), warm-up
+            steps left out, then `iters` timed steps; validation loss every `val_every` steps;
+            peak resident memory; a generated sample at the end
+    sweep   throughput only, one fresh model per hidden size, a few timed steps each
+    gemm    float32 (n, n) @ (n, n) with numpy or torch: the machine's matrix-multiply peak
+
+The model is reached only through the DESIGN.md interface (common.frameworks.make_model); the
+framework itself is imported here by name only to set its threads and to say which device it
+used, in one small function per framework below.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def thread_env(threads):
+    """Environment variables that fix every thread pool to `threads` (read at library import)."""
+    env = {name: str(threads) for name in THREAD_VARS}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")  # quiet TF; Keras on TF
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Framework set-up: threads and device, one small function per framework
+
+def setup_numpy(threads):
+    import numpy as np
+    return {"version": f"numpy {np.__version__}", "device": "cpu"}
+
+
+def setup_torch(threads):
+    import torch
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # only allowed before the first parallel work; the env var covers it
+        pass
+    return {"version": f"torch {torch.__version__}", "device": "cpu",
+            "threads": torch.get_num_threads()}
+
+
+def setup_keras(threads):
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"version": f"tensorflow {tf.__version__}, keras {keras.__version__}",
+            "device": "gpu" if gpus else "cpu", "threads": threads}
+
+
+SETUP = {"numpy": setup_numpy, "torch": setup_torch, "keras": setup_keras}
+
+
+def setup(framework, threads):
+    """Import `framework` and fix its threads; a missing package is a RosettaError saying what to install."""
+    from common.errors import ConfigError
+    from common.frameworks import PACKAGES
+    try:
+        return SETUP[framework](threads)
+    except ImportError as e:
+        raise ConfigError(f"{framework} cannot be imported ({e}); install {PACKAGES[framework]} "
+                          f"with `make .venv` or pip install -r requirements.txt.") from None
+
+
+def torch_device(model):
+    """The device of the first torch parameter or tensor the model holds."""
+    import torch
+    for value in vars(model).values():
+        if isinstance(value, torch.nn.Module):
+            for p in value.parameters():
+                return str(p.device)
+        if isinstance(value, torch.Tensor):
+            return str(value.device)
+        if isinstance(value, (list, tuple, dict)):
+            items = value.values() if isinstance(value, dict) else value
+            for v in items:
+                if isinstance(v, torch.Tensor):
+                    return str(v.device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_used(framework, model, info):
+    if framework == "torch":
+        return torch_device(model)
+    return info["device"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+def progress(tag, message):
+    print(f"[{tag}] {message}", file=sys.stderr, flush=True)
+
+
+def clock(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process in MB (Linux reports ru_maxrss in kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sha256_arrays(*arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def cross_entropy(logits, y):
+    """Mean cross-entropy of logits (B, T, V) against targets y (B, T), computed in float64."""
+    import numpy as np
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))  # (B, T, V)
+    return float(-np.take_along_axis(log_p, np.asarray(y)[..., None], axis=-1).mean())
+
+
+def validation_loss(model, batches, num_batches):
+    """Mean loss over the first `num_batches` validation batches, state carried from zeros."""
+    state, total = None, 0.0
+    for k in range(num_batches):
+        x, y = batches[k]
+        logits, state = model.forward(x, state)
+        total += cross_entropy(logits, y)
+    return total / num_batches
+
+
+def load_data(spec):
+    """The corpus, config and train/validation batches: the same integer arrays in every worker."""
+    from common.batches import Batches, split
+    from common.config import Config
+    from common.corpus import load_corpus
+
+    corpus = load_corpus(spec["corpus"])
+    config = Config.from_dict({**spec["config"], "vocab_size": len(corpus.vocab)})
+    train, val = split(corpus.data)
+    train_batches = Batches(train, config.batch_size, config.seq_length, "train")
+    val_batches = Batches(val, config.batch_size, config.seq_length, "validation") \
+        if spec.get("val_every") else None
+    return corpus, config, train_batches, val_batches
+
+
+# ---------------------------------------------------------------------------------------------
+# The three modes
+
+def run_train(spec, result):
+    import numpy as np
+
+    from common.batches import training_steps
+    from common.frameworks import make_model
+    from common.weights import init_weights
+
+    tag, framework, path = spec["impl"], spec["framework"], spec["path"]
+    corpus, config, train_batches, val_batches = load_data(spec)
+    weights = init_weights(config)
+    result["data_sha256"] = sha256_arrays(train_batches.x, train_batches.y)
+    result["weights_sha256"] = sha256_arrays(*weights.values())
+    iters, warmup, val_every = spec["iters"], spec["warmup"], spec["val_every"]
+    num_val = min(spec.get("val_batches", 8), len(val_batches)) if val_batches else 0
+    total = 1 + warmup + iters
+    chars = config.batch_size * config.seq_length
+
+    t0 = time.perf_counter()  # time to first step: import, build, first train_step (tracing)
+    info = setup(framework, spec["threads"])
+    model = make_model(framework, config, weights, path=path)
+    result["framework_version"] = info["version"]
+    result["device"] = device_used(framework, model, info)
+    steps, vals = result["steps"], result["val"]
+    last_print = time.perf_counter()
+    for step, x, y, new_epoch in training_steps(train_batches, total):
+        if new_epoch:
+            model.reset_state()
+        start = time.perf_counter()
+        loss = model.train_step(x, y)  # a python float: the device has finished the step
+        end = time.perf_counter()
+        if step == 0:
+            result["time_to_first_step_s"] = end - t0
+        phase = "first" if step == 0 else "warmup" if step <= warmup else "timed"
+        steps.append({"step": step, "phase": phase, "loss": float(loss), "step_time_s": end - start})
+        if not math.isfinite(loss):
+            result["status"] = f"failed: non-finite loss ({loss}) at step {step}"
+            return
+        val_loss = None
+        if num_val and ((step + 1) % val_every == 0 or step == total - 1):
+            val_loss = validation_loss(model, val_batches, num_val)  # outside the step clock
+            vals.append({"step": step, "val_loss": val_loss})
+        if step in (0, total - 1) or val_loss is not None or time.perf_counter() - last_print > 5:
+            recent = [s["step_time_s"] for s in steps[1:][-20:]] or [end - start]
+            mean = sum(recent) / len(recent)
+            extra = f" val {val_loss:.4f}" if val_loss is not None else ""
+            progress(tag, f"step {step + 1}/{total} loss {loss:.4f}{extra} | "
+                          f"{chars / mean:,.0f} chars/s | {clock(mean * (total - 1 - step))} left")
+            last_print = time.perf_counter()
+    result["peak_rss_mb"] = peak_rss_mb()
+    if spec.get("sample_length"):
+        try:
+            from common.sampling import sample
+            result["sample"] = sample(model, corpus.vocab, spec["sample_length"], temperature=0.8,
+                                      seed=config.seed)
+        except Exception as e:  # a sampling problem must not cost the measured figures
+            result["sample"] = f"(no sample: {type(e).__name__}: {e})"
+    result["status"] = "ok"
+
+
+def run_sweep(spec, result):
+    """Throughput only: for each hidden size a fresh model, `warmup` steps, then timed steps."""
+    from common.batches import training_steps
+    from common.frameworks import make_model
+    from common.weights import init_weights
+
+    tag, framework, path = spec["impl"], spec["framework"], spec["path"]
+    _, base, train_batches, _ = load_data({**spec, "val_every": 0})
+    info = setup(framework, spec["threads"])
+    result["framework_version"] = info["version"]
+    chars = base.batch_size * base.seq_length
+    for H in spec["hidden_sizes"]:
+        row = {"hidden_size": H, "step_times_s": [], "losses": [], "status": "ok"}
+        result["sweep"].append(row)
+        try:
+            config = base.replace(hidden_size=H)
+            model = make_model(framework, config, init_weights(config), path=path)
+            started = None
+            for step, x, y, new_epoch in training_steps(train_batches, 1 + spec["warmup"] + spec["iters"]):
+                if new_epoch:
+                    model.reset_state()
+                start = time.perf_counter()
+                loss = model.train_step(x, y)
+                end = time.perf_counter()
+                row["losses"].append(float(loss))
+                if not math.isfinite(loss):
+                    row["status"] = f"failed: non-finite loss ({loss}) at step {step}"
+                    break
+                if step > spec["warmup"]:  # step 0 (tracing) and the warm-up are left out
+                    row["step_times_s"].append(end - start)
+                    started = started or start
+                    if len(row["step_times_s"]) >= 3 and end - started > spec["budget_s"]:
+                        break  # enough for a median; keeps the large sizes affordable
+            times = sorted(row["step_times_s"])
+            if times:
+                progress(tag, f"hidden {H}: {chars / times[len(times) // 2]:,.0f} chars/s "
+                              f"({len(times)} timed steps)")
+        except Exception as e:
+            row["status"] = f"failed: {type(e).__name__}: {e}"
+            progress(tag, f"hidden {H}: {row['status']}")
+        write_result(spec["out"], result)  # what is done so far survives a later timeout
+    result["status"] = "ok"
+
+
+def run_gemm(spec, result):
+    """Median time of a float32 (n, n) @ (n, n) product after warm-up, at the given threads."""
+    lib, n, reps, threads = spec["lib"], spec["n"], spec["reps"], spec["threads"]
+    setup(lib, threads)
+    if lib == "numpy":
+        import numpy as np
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        matmul = lambda: a @ b  # noqa: E731
+        result["version"] = f"numpy {np.__version__}"
+    elif lib == "torch":
+        import torch
+        g = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=g, dtype=torch.float32) for _ in range(2))
+        matmul = lambda: torch.mm(a, b)  # noqa: E731  (CPU: returns when done)
+        result["version"] = f"torch {torch.__version__}"
+    else:
+        raise ValueError(f"unknown matmul library {lib!r}")
+    for _ in range(2):
+        matmul()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        matmul()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    result["times_s"] = times
+    result["median_s"] = times[len(times) // 2]
+    result["gflops"] = 2 * n ** 3 / result["median_s"] / 1e9
+    progress(f"gemm-{lib}", f"{n}x{n} float32: {result['gflops']:.1f} GFLOP/s")
+    result["status"] = "ok"
+
+
+MODES = {"train": run_train, "sweep": run_sweep, "gemm": run_gemm}
+
+
+def write_result(out, result):
+    tmp = Path(f"{out}.part")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="One benchmark run of one implementation (see the module docstring).")
+    p.add_argument("--spec", required=True, help="the run as JSON: mode, framework, path, config, out, ...")
+    spec = json.loads(p.parse_args(argv).spec)
+    for name, value in thread_env(spec["threads"]).items():
+        os.environ.setdefault(name, value)  # before numpy, torch or TensorFlow is imported
+    from threadpoolctl import threadpool_limits
+    limits = threadpool_limits(limits=spec["threads"])  # numpy's BLAS, in every worker  # noqa: F841
+
+    from common.errors import RosettaError
+    result = {"mode": spec["mode"], "impl": spec.get("impl"), "status": "failed: did not finish",
+              "steps": [], "val": [], "sweep": []}
+    try:
+        MODES[spec["mode"]](spec, result)
+    except RosettaError as e:  # e.g. a framework that cannot be imported: its message says what to do
+        result["status"] = f"failed: {e}"
+        progress(spec.get("impl") or spec["mode"], result["status"])
+    except Exception as e:
+        traceback.print_exc()
+        result["status"] = f"failed: {type(e).__name__}: {e}"
+    result["peak_rss_mb"] = result.get("peak_rss_mb") or peak_rss_mb()
+    write_result(spec["out"], result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""The `rosetta` command: train a model in any framework, sample from it, inspect a checkpoint.
+
+    rosetta train --framework torch --corpus tinyshakespeare --iters 500 --save m.safetensors
+    rosetta sample m.safetensors --framework numpy --length 300 --temperature 0.8 --prime "ROMEO:"
+    rosetta info m.safetensors
+
+Checkpoints are the interchange .safetensors files of common/checkpoint.py, so a model trained
+in one framework samples in any other. A mistake in the input (a flag, a corpus, a checkpoint,
+a prime) prints `rosetta: error: <one sentence>` and exits with status 2; Ctrl-C during training
+stops after the current step, saves the weights (atomically) and exits with status 130.
+
+This file imports no framework: the chosen one is imported by common.frameworks.make_model,
+after --threads has set the thread environment variables it reads at import.
+"""
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from common.batches import Batches, split, training_steps
+from common.config import add_config_args, config_from_args
+from common.errors import CheckpointError, ConfigError, RosettaError
+from common.frameworks import FRAMEWORKS, check_framework, make_model
+
+VAL_BATCHES = 20  # validation loss: the mean over at most this many batches of the val text
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument types: a bad value is an argparse error (status 2) that says what was expected
+
+def positive_int(text):
+    value = int_value(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def count(text):
+    value = int_value(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive whole number, got {text!r}")
+    return value
+
+
+def int_value(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
+def add_model_args(parser):
+    parser.add_argument("--framework", type=str, default="numpy",
+                        help=f"implementation to run: {', '.join(FRAMEWORKS)} (default numpy)")
+    parser.add_argument("--path", type=str, default=None,
+                        help="layer (torch.nn.LSTM, keras.layers.LSTM) or cell (the gate equations written out; "
+                             "numpy has only cell); default: cell for numpy, layer for torch and keras")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="CPU threads for the framework and BLAS (default: the framework's own choice)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="rosetta", description="Train and sample a character-level LSTM in numpy, torch or keras.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info}")
+
+    train = commands.add_parser("train", help="train a model on a corpus and save checkpoints",
+                                description="Train a character-level LSTM; the checkpoint is written at every "
+                                            "validation point and at the end.")
+    add_model_args(train)
+    train.add_argument("--corpus", type=str, default="tinyshakespeare", metavar="NAME_OR_FILE",
+                       help="tinyshakespeare, quijote, or the path of a UTF-8 text file (default tinyshakespeare)")
+    train.add_argument("--reduced", action="store_true", default=False,
+                       help="map the text to the reduced alphabet: lower case and a few punctuation marks")
+    train.add_argument("--iters", type=positive_int, default=500, metavar="N", help="training steps (default 500)")
+    train.add_argument("--save", type=str, default=None, metavar="FILE",
+                       help="checkpoint file to write (.safetensors); default: nothing is saved")
+    train.add_argument("--resume", type=str, default=None, metavar="FILE",
+                       help="start from the weights of this checkpoint (its vocabulary must match the corpus)")
+    train.add_argument("--val-every", type=count, default=100, metavar="N",
+                       help="validation loss and checkpoint every this many steps, and at the end; 0: only at the end (default 100)")
+    train.add_argument("--log-every", type=positive_int, default=10, metavar="N",
+                       help="print a progress line every this many steps (default 10)")
+    train.add_argument("--sample-every", type=count, default=200, metavar="N",
+                       help="print a generated sample every this many steps; 0: never (default 200)")
+    train.add_argument("--sample-length", type=positive_int, default=200, metavar="N",
+                       help="characters per generated sample (default 200)")
+    add_config_args(train, skip=("vocab_size",))
+
+    sample = commands.add_parser("sample", help="generate text from a checkpoint",
+                                 description="Generate text from an interchange checkpoint in any framework.")
+    sample.add_argument("checkpoint", type=str, help="a .safetensors checkpoint written by rosetta train")
+    add_model_args(sample)
+    sample.add_argument("--length", type=count, default=300, metavar="N", help="characters to generate after the prime (default 300)")
+    sample.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                        help="divides the logits: below 1 safer, above 1 wilder (default 1.0)")
+    sample.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                        help="draw only from the K likeliest characters (default: all)")
+    sample.add_argument("--prime", type=str, default=None, metavar="TEXT",
+                        help="text to start from (default: a newline, or the first character of the vocabulary)")
+    sample.add_argument("--seed", type=count, default=None, metavar="S", help="random seed (default: the checkpoint's config.seed)")
+
+    info = commands.add_parser("info", help="show what a checkpoint holds",
+                               description="Print the framework, config, vocabulary and tensors of a checkpoint.")
+    info.add_argument("checkpoint", type=str, help="a .safetensors checkpoint")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads, and the model of a framework
+
+def set_threads(threads):
+    """Thread-count variables for a framework not yet imported (torch, TensorFlow read them at import)."""
+    if threads is not None:
+        for name in THREAD_VARIABLES:
+            os.environ[name] = str(threads)
+
+
+def limit_loaded_pools(threads):
+    """numpy's BLAS (and any OpenMP pool already loaded) was started before --threads was read: threadpoolctl."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+
+
+def build_model(args, config, weights):
+    framework, path = check_framework(args.framework, args.path)
+    set_threads(args.threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes would bury the progress lines
+    model = make_model(framework, config, weights, path=path)  # the framework is imported here
+    limit_loaded_pools(args.threads)
+    return model, framework, path
+
+
+# ---------------------------------------------------------------------------------------------
+# rosetta train
+
+def validation_loss(model, batches, max_batches=VAL_BATCHES):
+    """Mean cross-entropy over the first batches of the validation text, the state carried from zeros."""
+    state, total, n = None, 0.0, min(len(batches), max_batches)
+    for k in range(n):
+        x, y = batches[k]
+        logits, state = model.forward(x, state)
+        z = np.asarray(logits, dtype=np.float64)  # (B, T, V)
+        zmax = z.max(axis=-1, keepdims=True)
+        logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[..., 0]  # (B, T)
+        total += float(np.mean(logsumexp - np.take_along_axis(z, y[..., None], axis=-1)[..., 0]))
+    return total / n
+
+
+class StopOnInterrupt:
+    """The first Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        except ValueError:  # not the main thread: Ctrl-C stays a plain KeyboardInterrupt
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nrosetta: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+
+def train(args):
+    from common.checkpoint import load_checkpoint, save_checkpoint
+    from common.corpus import load_corpus
+    from common.sampling import sample
+    from common.weights import init_weights
+
+    check_framework(args.framework, args.path)
+    config_from_args(args)  # a bad --hidden-size etc. is refused before the corpus is read
+    if args.save and os.path.isdir(args.save):
+        raise CheckpointError(f"--save {args.save} is a folder; give a file name such as {os.path.join(args.save, 'model.safetensors')}.")
+    corpus = load_corpus(args.corpus, reduced=args.reduced)
+    if args.resume:
+        saved = load_checkpoint(args.resume, vocab=corpus.vocab)
+        config = config_from_args(args, **saved.config.to_dict())
+        weights = load_checkpoint(args.resume, config=config, vocab=corpus.vocab).weights  # sizes checked, dtype cast
+    else:
+        config = config_from_args(args, vocab_size=len(corpus.vocab))
+        weights = init_weights(config)
+    train_data, val_data = split(corpus.data)
+    train_batches = Batches(train_data, config.batch_size, config.seq_length, name="training")
+    val_batches = Batches(val_data, config.batch_size, config.seq_length, name="validation")
+
+    t0 = time.perf_counter()
+    model, framework, path = build_model(args, config, weights)
+    print(f"{framework}/{path} on {corpus.name}: {len(train_data):,} training and {len(val_data):,} validation "
+          f"characters, V={config.vocab_size}, {config.num_layers} layer(s) of {config.hidden_size}, "
+          f"B={config.batch_size} T={config.seq_length}, {config.optimizer} lr {config.learning_rate:g}, "
+          f"{config.dtype}; {len(train_batches)} batches per epoch"
+          + (f"; resumed from {args.resume}" if args.resume else ""), flush=True)
+
+    def save():
+        if args.save:
+            save_checkpoint(args.save, model.get_weights(), corpus.vocab, config, framework)
+            return f"saved {args.save}"
+        return ""
+
+    chars_per_step = config.batch_size * config.seq_length
+    window_losses, window_time, step = [], 0.0, 0
+    with StopOnInterrupt() as interrupt:
+        try:
+            for step, x, y, new_epoch in training_steps(train_batches, args.iters):
+                if interrupt.requested:
+                    break
+                if new_epoch:
+                    model.reset_state()
+                start = time.perf_counter()
+                loss = model.train_step(x, y)
+                window_time += time.perf_counter() - start
+                window_losses.append(loss)
+                if not math.isfinite(loss):  # stop before a diverged model overwrites the last good checkpoint
+                    raise ConfigError(
+                        f"the training loss became {loss} at step {step + 1}"
+                        + (f" ({args.save} keeps the last good weights)" if args.save else "")
+                        + "; lower --learning-rate or set --clip-norm.")
+                done = step + 1
+                last = done == args.iters
+                validate = last or (args.val_every and done % args.val_every == 0)
+                if validate or done % args.log_every == 0:
+                    line = (f"step {done:>{len(str(args.iters))}}/{args.iters}  loss {np.mean(window_losses):.4f}"
+                            f"  {len(window_losses) * chars_per_step / max(window_time, 1e-9):,.0f} chars/s"
+                            f"  elapsed {time.perf_counter() - t0:.1f}s")
+                    if validate:
+                        line += f"  val loss {validation_loss(model, val_batches):.4f}  {save()}"
+                    print(line.rstrip(), flush=True)
+                    window_losses, window_time = [], 0.0
+                if args.sample_every and (done % args.sample_every == 0 or (last and done > args.sample_every)):
+                    text = sample(model, corpus.vocab, args.sample_length, seed=config.seed + done)
+                    print(f"----- sample at step {done}\n{text}\n-----", flush=True)
+            else:
+                return 0
+        except KeyboardInterrupt:  # the second Ctrl-C: the weights may be mid-update, so nothing is saved
+            print(f"\nrosetta: interrupted during step {step + 1}; "
+                  + (f"the last checkpoint written to {args.save} is intact." if args.save else "nothing was saved."),
+                  file=sys.stderr, flush=True)
+            return 130
+    saved = f"weights after step {step} saved to {args.save}" if args.save else "nothing saved (no --save)"
+    if args.save:
+        save()
+    print(f"rosetta: interrupted after step {step} of {args.iters}; {saved}.", file=sys.stderr, flush=True)
+    return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# rosetta sample, rosetta info
+
+def sample_command(args):
+    from common.checkpoint import load_checkpoint
+    from common.sampling import check_sampling_args, sample
+
+    check_framework(args.framework, args.path)
+    ckpt = load_checkpoint(args.checkpoint)
+    check_sampling_args(ckpt.vocab, args.length, args.temperature, args.top_k)  # before a slow framework import
+    if args.prime is not None:
+        ckpt.vocab.encode(args.prime, what="the prime")
+    model, _, _ = build_model(args, ckpt.config, ckpt.weights)
+    seed = ckpt.config.seed if args.seed is None else args.seed
+    print(sample(model, ckpt.vocab, args.length, args.temperature, args.top_k, args.prime, seed), flush=True)
+    return 0
+
+
+def info_command(args):
+    from common.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    c = ckpt.config
+    total = sum(w.size for w in ckpt.weights.values())
+    print(f"checkpoint  {args.checkpoint} ({os.path.getsize(args.checkpoint):,} bytes)")
+    print(f"written by  {ckpt.framework}")
+    print(f"vocabulary  {len(ckpt.vocab)} characters: {ckpt.vocab.chars!r}")
+    print("config      " + ", ".join(f"{k}={v}" for k, v in c.to_dict().items()))
+    print(f"tensors     {len(ckpt.weights)}, {total:,} parameters, {c.dtype}")
+    width = max(len(name) for name in ckpt.weights)
+    for name, w in ckpt.weights.items():
+        print(f"  {name:<{width}}  {str(tuple(w.shape)):<12}  {w.size:>10,}")
+    return 0
+
+
+COMMANDS = {"train": train, "sample": sample_command, "info": info_command}
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (0, 2 for a user error, 130 when interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RosettaError as e:
+        print(f"rosetta: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("\nrosetta: interrupted; nothing was written.", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:  # `rosetta sample ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

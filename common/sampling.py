@@ -1,0 +1,79 @@
+"""Generate text from any framework's CharLSTM, one character at a time.
+
+    from common.sampling import sample
+    text = sample(model, vocab, 300, temperature=0.8, prime="ROMEO:", seed=0)
+
+The prime goes through `model.forward` once; after that each new character is fed alone, shape
+(1, 1), with the LSTM state the previous call returned, so the prefix is never run again:
+
+    forward("ROMEO:", zeros) -> logits of the last position -> draw c1
+    forward(c1, state)       -> logits -> draw c2
+    ...
+
+The returned text is the prime followed by `length` generated characters, so it reads as the
+model continued it (and `len(text) == len(prime) + length`). Only `forward` is used, so this
+works for numpy, torch and keras models alike; the draw itself is numpy in float64.
+"""
+
+import numbers
+
+import numpy as np
+
+from common.errors import ConfigError
+
+
+def default_prime(vocab):
+    """A newline if the vocabulary has one (the model starts a fresh line), else its first character."""
+    return "\n" if "\n" in vocab.chars else vocab.chars[0]
+
+
+def check_sampling_args(vocab, length, temperature, top_k):
+    """Refuse, with a ConfigError that says what to pass, a length, temperature or top_k out of range."""
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
+        raise ConfigError(f"the sample length must be a whole number of characters, 0 or more, got {length!r}.")
+    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
+            or not np.isfinite(temperature) or temperature <= 0):
+        raise ConfigError(
+            f"temperature must be a finite number greater than 0, got {temperature!r}; "
+            f"use 1 for the model's own distribution, less (e.g. 0.5) for safer text.")
+    V = len(vocab)
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
+                              or not 1 <= top_k <= V):
+        raise ConfigError(f"top_k must be a whole number from 1 to the vocabulary size {V}, got {top_k!r}.")
+
+
+def probabilities(logits, temperature=1.0, top_k=None):
+    """Next-character probabilities (V,) in float64 from logits (V,): softmax(logits / temperature)
+    over the top_k largest logits (all of them if top_k is None), zero elsewhere."""
+    z = np.asarray(logits, dtype=np.float64) / temperature  # float64: a small temperature overflows float32
+    if top_k is not None and top_k < len(z):
+        drop = np.argpartition(z, -top_k)[:-top_k]  # indices of all but the top_k largest
+        z[drop] = -np.inf
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
+def sample(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=None):
+    """The prime followed by `length` characters drawn from `model`.
+
+    model: any CharLSTM (only `forward(x, state)` is called, never a training method).
+    vocab: the Vocabulary the model was trained with. prime: text to start from (default: a
+    newline if the vocabulary has one, else its first character); a character outside the
+    vocabulary is refused with a CorpusError naming it. temperature > 0 divides the logits;
+    top_k keeps only the k likeliest characters at each step. seed: for np.random.default_rng.
+    """
+    check_sampling_args(vocab, length, temperature, top_k)
+    prime = default_prime(vocab) if prime is None else prime
+    if not prime:
+        raise ConfigError("the prime is empty; give at least one character to start from, or leave it out.")
+    ids = vocab.encode(prime, what="the prime")  # CorpusError naming characters outside the vocabulary
+    rng = np.random.default_rng(seed)
+
+    logits, state = model.forward(ids[None, :], state=None)  # (1, P, V): the prime, once
+    out = []
+    for k in range(length):
+        p = probabilities(np.asarray(logits)[0, -1], temperature, top_k)  # (V,)
+        out.append(int(rng.choice(len(p), p=p)))
+        if k + 1 < length:  # the last character needs no forward: nothing is drawn after it
+            logits, state = model.forward(np.array([[out[-1]]], dtype=np.int64), state=state)  # (1, 1, V)
+    return prime + vocab.decode(out)

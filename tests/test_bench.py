@@ -1,0 +1,207 @@
+"""The benchmark harness end to end on a tiny configuration, and its refusal of bad flags.
+
+One run of all five implementations (numpy-cell, torch-layer, torch-cell, keras-layer,
+keras-cell) at H=16 on a small corpus the test writes, then the report. Each implementation runs
+in its own worker process, so TensorFlow and PyTorch never enter the pytest process.
+"""
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPLS = ["numpy-cell", "torch-layer", "torch-cell", "keras-layer", "keras-cell"]
+H, L, B, T, ITERS, WARMUP = 16, 2, 4, 16, 6, 1
+SUMMARY_COLUMNS = {"impl", "framework", "path", "chars_per_s", "step_ms_median", "step_ms_p10",
+                   "step_ms_p90", "time_to_first_step_s", "peak_rss_mb", "flops_per_char",
+                   "peak_fraction", "final_loss", "final_val_loss", "status", "hidden_size"}
+STEPS_COLUMNS = {"impl", "framework", "path", "step", "loss", "step_time_s", "val_loss"}
+
+
+def write_corpus(path):
+    """About 8,000 characters of text with some structure, so the loss can fall in a few steps."""
+    rng = np.random.default_rng(0)
+    words = "the quick brown fox jumps over a lazy dog and then it sleeps under old trees".split()
+    lines = [" ".join(rng.choice(words, size=8)) + ".\n" for _ in range(180)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def bench(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "benchmarks.run", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    corpus = write_corpus(tmp / "corpus.txt")
+    out = tmp / "out"
+    proc = bench("--frameworks", "numpy,torch,keras", "--iters", ITERS, "--warmup", WARMUP,
+                 "--hidden-size", H, "--num-layers", L, "--batch-size", B, "--seq-length", T,
+                 "--val-every", 3, "--val-batches", 2, "--sweep-hidden", "8", "--sweep-iters", 2,
+                 "--gemm-size", 128, "--sample-length", 40, "--corpus", corpus, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "benchmarks.report", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    return out, proc.stderr
+
+
+def test_every_implementation_ran_and_said_so(run_dir):
+    out, stderr = run_dir
+    summary = read_csv(out / "summary.csv")
+    assert [r["impl"] for r in summary] == IMPLS
+    assert SUMMARY_COLUMNS <= set(summary[0])
+    for r in summary:
+        assert r["status"] == "ok", (r["impl"], r["status"])
+        assert r["impl"] == f"{r['framework']}-{r['path']}"
+        assert int(r["hidden_size"]) == H
+        assert float(r["time_to_first_step_s"]) > 0 and float(r["peak_rss_mb"]) > 10
+        assert r["device"] == "cpu"
+    for impl in IMPLS:  # progress was relayed: implementation, step/total, loss, chars/s, time left
+        assert re.search(rf"\[{impl}\] step {1 + WARMUP + ITERS}/{1 + WARMUP + ITERS} loss \d+\.\d+ .*"
+                         rf"chars/s \| \d+:\d\d left", stderr), impl
+
+
+def test_same_batches_and_weights_give_the_same_losses(run_dir):
+    out, _ = run_dir
+    steps = read_csv(out / "steps.csv")
+    assert STEPS_COLUMNS <= set(steps[0])
+    losses = {impl: [float(r["loss"]) for r in steps if r["impl"] == impl] for impl in IMPLS}
+    assert all(len(v) == 1 + WARMUP + ITERS for v in losses.values())
+    table = np.array(list(losses.values()))  # (impls, steps)
+    assert np.ptp(table, axis=0).max() < 1e-3, table
+    V = json.loads((out / "environment.json").read_text())["config"]["vocab_size"]
+    assert abs(table[0, 0] - math.log(V)) < 0.3  # small initial logits: close to a uniform guess
+    assert table[:, -1].max() < table[:, 0].min()  # and it learns
+    phases = [r["phase"] for r in steps if r["impl"] == "numpy-cell"]
+    assert phases == ["first"] + ["warmup"] * WARMUP + ["timed"] * ITERS
+    val_steps = [int(r["step"]) for r in steps if r["impl"] == "torch-layer" and r["val_loss"]]
+    assert val_steps == [2, 5, 1 + WARMUP + ITERS - 1]  # every 3 steps and at the end
+
+
+def test_summary_figures_follow_from_the_steps(run_dir):
+    out, _ = run_dir
+    summary = {r["impl"]: r for r in read_csv(out / "summary.csv")}
+    steps = read_csv(out / "steps.csv")
+    gemm = read_csv(out / "gemm.csv")
+    peak = max(float(g["gflops"]) for g in gemm if g["status"] == "ok") * 1e9
+    V = int(summary["numpy-cell"]["vocab_size"])
+    forward = 2 * (V * 4 * H + H * 4 * H) + 2 * (H * 4 * H + H * 4 * H) + 2 * H * V
+    for impl, r in summary.items():
+        times = [float(s["step_time_s"]) for s in steps if s["impl"] == impl and s["phase"] == "timed"]
+        assert float(r["step_ms_median"]) == pytest.approx(1e3 * np.median(times))
+        assert float(r["step_ms_p10"]) <= float(r["step_ms_median"]) <= float(r["step_ms_p90"])
+        assert float(r["chars_per_s"]) == pytest.approx(B * T / np.median(times))
+        assert int(r["flops_per_char"]) == 3 * forward
+        assert float(r["peak_fraction"]) == pytest.approx(float(r["chars_per_s"]) * 3 * forward / peak)
+        last_val = [float(s["val_loss"]) for s in steps if s["impl"] == impl and s["val_loss"]][-1]
+        assert float(r["final_val_loss"]) == pytest.approx(last_val)
+
+
+def test_sweep_gemm_environment_and_samples(run_dir):
+    out, _ = run_dir
+    sweep = read_csv(out / "sweep.csv")
+    assert {"impl", "hidden_size", "chars_per_s", "step_ms_median", "status"} <= set(sweep[0])
+    assert [(r["impl"], r["hidden_size"], r["status"]) for r in sweep] == [(i, "8", "ok") for i in IMPLS]
+    gemm = read_csv(out / "gemm.csv")
+    assert [(g["lib"], g["status"]) for g in gemm] == [("numpy", "ok"), ("torch", "ok")]
+    assert all(float(g["gflops"]) > 0 for g in gemm)
+    env = json.loads((out / "environment.json").read_text())
+    for key in ("python", "packages", "cpu", "threads", "blas", "git", "date", "devices", "config"):
+        assert key in env, key
+    assert env["threads"] == 2 and env["config"]["hidden_size"] == H
+    assert set(env["devices"]) == set(IMPLS)
+    assert env["data"]["same_batches_in_every_worker"] and env["data"]["same_weights_in_every_worker"]
+    blocks = re.findall(r"^--- (\S+) ---$", (out / "samples.txt").read_text(encoding="utf-8"), re.M)
+    assert blocks == IMPLS
+
+
+def test_report_links_only_images_that_exist(run_dir):
+    out, _ = run_dir
+    report = (out / "REPORT.md").read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert {"loss.png", "throughput.png", "sweep.png", "first_step.png", "memory.png"} <= set(images)
+    for name in images:
+        assert (out / name).is_file() and (out / name).stat().st_size > 1000, name
+    for impl in IMPLS:
+        assert f"`{impl}`" in report
+    assert "How to read this" in report and "sqrt(1 - b2^t)" in report and "1e-6" in report
+    assert "What made it fast" not in report  # no levers.csv, no section
+    assert "TODO" not in report and "| nan" not in report
+
+
+def test_report_what_made_it_fast_from_levers_csv(run_dir, tmp_path):
+    from benchmarks.report import write_report
+    out, _ = run_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "levers.csv").write_text(
+        "lever,impl,before_chars_per_s,after_chars_per_s,note\n"
+        "row gather instead of one-hot matmul,numpy-cell,1000,2000,layer 0 input\n")
+    report = write_report(copy).read_text(encoding="utf-8")
+    section = report.split("## What made it fast")[1].split("\n## ")[0]
+    assert "row gather instead of one-hot matmul" in section and "2.00x" in section
+
+
+def test_a_failing_implementation_is_recorded_and_the_others_run(tmp_path):
+    """A torch that cannot be imported: torch-layer fails with the reason, numpy-cell still runs."""
+    fake = tmp_path / "fake"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise ImportError('simulated missing torch')\n")
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--frameworks", "numpy,torch", "--paths", "layer,cell",
+         "--iters", "3", "--warmup", "0", "--hidden-size", "8", "--batch-size", "4", "--seq-length", "8",
+         "--sweep-hidden", "", "--gemm-size", "64", "--sample-length", "0", "--corpus", str(corpus),
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(fake)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = {r["impl"]: r for r in read_csv(out / "summary.csv")}
+    assert summary["numpy-cell"]["status"] == "ok"
+    for impl in ("torch-layer", "torch-cell"):
+        assert summary[impl]["status"].startswith("failed:") and "simulated missing torch" in summary[impl]["status"]
+        assert summary[impl]["chars_per_s"] == ""
+    gemm = {g["lib"]: g for g in read_csv(out / "gemm.csv")}
+    assert gemm["numpy"]["status"] == "ok" and gemm["torch"]["status"].startswith("failed")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--iters", "0"], "--iters"),
+    (["--hidden-size", "-1"], "--hidden-size"),
+    (["--threads", "0"], "--threads"),
+    (["--sweep-hidden", "x"], "--sweep-hidden"),
+    (["--warmup", "two"], "--warmup"),
+    (["--frameworks", "jax"], "unknown framework 'jax'"),
+    (["--paths", "stacked"], "unknown path 'stacked'"),
+    (["--frameworks", "numpy", "--paths", "layer"], "numpy has only cell"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--learning-rate", "-1"], "learning_rate must be greater than 0"),
+    (["--corpus", "no/such/file.txt"], "no corpus file"),
+])
+def test_bad_flags_are_refused_in_one_line(args, words, tmp_path):
+    if "--corpus" not in args:
+        args = args + ["--corpus", str(write_corpus(tmp_path / "corpus.txt"))]
+    proc = bench(*args, "--out", tmp_path / "out", timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0] and words in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything ran

@@ -1,0 +1,209 @@
+"""The `rosetta` command end to end, each run in its own process: train, sample, info, every user
+error as one line and status 2 (no traceback), checkpoints never damaged, Ctrl-C as status 130."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.checkpoint import load_checkpoint
+from common.corpus import Vocabulary
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--hidden-size", "16", "--num-layers", "2", "--batch-size", "4", "--seq-length", "16",
+        "--learning-rate", "0.01", "--seed", "3"]
+TEXT = "".join(f"{w} the quick brown fox jumps over the lazy dog.\n" for w in ("ONE", "TWO", "SIX") * 40)
+
+
+def rosetta(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "common.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    """(process, checkpoint) of a 30-step numpy run on the tiny corpus."""
+    ckpt = tmp_path_factory.mktemp("run") / "m.safetensors"
+    proc = rosetta("train", "--framework", "numpy", "--corpus", corpus, "--iters", 30, "--save", ckpt,
+                   "--val-every", 10, "--log-every", 5, "--sample-every", 15, "--sample-length", 40,
+                   "--threads", 1, *TINY)
+    return proc, ckpt
+
+
+def test_train_prints_progress_and_saves(trained, corpus):
+    proc, ckpt = trained
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "numpy/cell on tiny:" in out.splitlines()[0]
+    steps = [int(s) for s in re.findall(r"^step +(\d+)/30", out, flags=re.M)]
+    assert steps == [5, 10, 15, 20, 25, 30]
+    assert len(re.findall(r"val loss \d+\.\d{4}  saved .*m\.safetensors$", out, flags=re.M)) == 3  # 10, 20, 30
+    assert re.search(r"\d[\d,]* chars/s  elapsed \d+\.\ds", out)
+    assert out.count("----- sample at step") == 2  # steps 15 and 30
+    losses = [float(v) for v in re.findall(r"  loss (\d+\.\d+)", out)]
+    assert losses[-1] < losses[0] - 0.3, losses  # the pattern is being learned
+    ckpt_data = load_checkpoint(ckpt, vocab=Vocabulary.from_text(TEXT))
+    assert ckpt_data.framework == "numpy"
+    assert (ckpt_data.config.hidden_size, ckpt_data.config.num_layers, ckpt_data.config.seed) == (16, 2, 3)
+    assert [p.name for p in ckpt.parent.iterdir()] == ["m.safetensors"]  # no temporary file left
+
+
+def test_sample_starts_with_the_prime_and_has_the_length(trained):
+    _, ckpt = trained
+    proc = rosetta("sample", ckpt, "--length", 120, "--prime", "TWO the", "--seed", 1, "--temperature", 0.8)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout[:-1]  # print's newline
+    assert text.startswith("TWO the") and len(text) == len("TWO the") + 120
+    assert set(text) <= set(TEXT)
+    assert rosetta("sample", ckpt, "--length", 120, "--prime", "TWO the", "--seed", 1,
+                   "--temperature", 0.8).stdout == proc.stdout  # the seed reproduces
+    default = rosetta("sample", ckpt, "--length", 10, "--top-k", 1)
+    assert default.returncode == 0 and default.stdout.startswith("\n") and len(default.stdout) == 12
+
+
+def test_info(trained):
+    _, ckpt = trained
+    proc = rosetta("info", ckpt)
+    assert proc.returncode == 0, proc.stderr
+    V = len(set(TEXT))
+    assert "written by  numpy" in proc.stdout
+    assert f"vocabulary  {V} characters" in proc.stdout
+    assert "hidden_size=16" in proc.stdout and "num_layers=2" in proc.stdout
+    assert re.search(rf"lstm\.0\.W_x +\({V}, 64\)", proc.stdout)
+    assert re.search(r"lstm\.1\.W_h +\(16, 64\)", proc.stdout)
+    assert re.search(rf"head\.W +\(16, {V}\)", proc.stdout)
+
+
+def test_console_script_help():
+    script = Path(sys.executable).with_name("rosetta")
+    if not script.exists():
+        pytest.skip("the rosetta console script is not installed in this environment")
+    proc = subprocess.run([script, "train", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--framework", "--path", "--corpus", "--iters", "--save", "--hidden-size", "--optimizer", "--threads"):
+        assert flag in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# User errors: status 2, one line, no traceback
+
+def error_cases(corpus, ckpt, tmp):
+    bad_bytes = tmp / "latin1.txt"
+    bad_bytes.write_bytes("año de gracia\n".encode("latin-1") * 50)
+    short = tmp / "short.txt"
+    short.write_text("tiny text\n", encoding="utf-8")
+    corrupt = tmp / "corrupt.safetensors"
+    corrupt.write_bytes(ckpt.read_bytes()[:500])
+    other = tmp / "other.txt"
+    other.write_text("zzz yyy xxx " * 200, encoding="utf-8")
+    train = ["train", "--corpus", corpus, "--iters", 3, *TINY]
+    return {
+        "unknown framework": ([*train, "--framework", "jax"], "unknown framework 'jax'; choose one of numpy, torch, keras."),
+        "unknown path": ([*train, "--framework", "numpy", "--path", "layer"], "numpy has no path 'layer'; choose one of cell."),
+        "hidden size 0": ([*train, "--hidden-size", "0"], "hidden_size must be at least 1, got 0."),
+        "negative learning rate": ([*train, "--learning-rate", "-1"], "learning_rate must be greater than 0, got -1.0."),
+        "float16": ([*train, "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        "rmsprop": ([*train, "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+        "iters 0": ([*train, "--iters", "0"], "argument --iters: must be a whole number of at least 1, got '0'"),
+        "missing corpus": (["train", "--corpus", tmp / "nope.txt"], f"no corpus file at {tmp / 'nope.txt'}"),
+        "non-UTF-8 corpus": (["train", "--corpus", bad_bytes], "is not UTF-8 text"),
+        "short corpus": (["train", "--corpus", short, *TINY], "too few for one batch"),
+        "resume, other vocabulary": ([*train[:2], other, *train[3:], "--resume", ckpt], "differs from the given one"),
+        "resume, other size": ([*train, "--resume", ckpt, "--hidden-size", "32"], "hidden_size 16 (asked for 32)"),
+        "prime outside the vocabulary": (["sample", ckpt, "--prime", "ROMEO#"], "the prime contains 'R', 'M', '#', which are not in the vocabulary"),
+        "temperature 0": (["sample", ckpt, "--temperature", "0"], "temperature must be a finite number greater than 0"),
+        "top-k too big": (["sample", ckpt, "--top-k", "500"], "top_k must be a whole number from 1 to the vocabulary size"),
+        "sample, unknown framework": (["sample", ckpt, "--framework", "jax"], "unknown framework 'jax'"),
+        "missing checkpoint": (["sample", tmp / "none.safetensors"], f"no checkpoint at {tmp / 'none.safetensors'}"),
+        "corrupt checkpoint": (["sample", corrupt], "is not a readable safetensors checkpoint"),
+        "info, corrupt checkpoint": (["info", corrupt], "is not a readable safetensors checkpoint"),
+        "no command": ([], "the following arguments are required"),
+    }
+
+
+ARGPARSE = {"float16", "rmsprop", "iters 0", "no command"}
+
+
+@pytest.mark.parametrize("case", ["unknown framework", "unknown path", "hidden size 0", "negative learning rate",
+                                  "float16", "rmsprop", "iters 0", "missing corpus", "non-UTF-8 corpus",
+                                  "short corpus", "resume, other vocabulary", "resume, other size",
+                                  "prime outside the vocabulary", "temperature 0", "top-k too big",
+                                  "sample, unknown framework", "missing checkpoint", "corrupt checkpoint",
+                                  "info, corrupt checkpoint", "no command"])
+def test_user_error_is_one_line_and_status_2(case, trained, corpus, tmp_path):
+    args, message = error_cases(corpus, trained[1], tmp_path)[case]
+    proc = rosetta(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    if case in ARGPARSE:  # argparse: its usage, then one error line
+        assert re.match(r"rosetta( \w+)?: error: ", lines[-1]), lines
+    else:
+        assert len(lines) == 1 and lines[0].startswith("rosetta: error: ") and lines[0].endswith("."), lines
+    assert message in lines[-1]
+
+
+def test_a_failed_run_leaves_an_existing_checkpoint_alone(trained, corpus, tmp_path):
+    target = tmp_path / "keep.safetensors"
+    target.write_bytes(trained[1].read_bytes())
+    before = target.read_bytes()
+    short = tmp_path / "short.txt"
+    short.write_text("tiny text\n", encoding="utf-8")
+    for args in (["--corpus", short], ["--corpus", corpus, "--hidden-size", "0"], ["--corpus", tmp_path / "nope.txt"]):
+        proc = rosetta("train", *TINY, *args, "--save", target)
+        assert proc.returncode == 2, proc.stderr
+        assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors", "short.txt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+def test_ctrl_c_saves_and_exits_130(corpus, tmp_path):
+    ckpt = tmp_path / "m.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "common.cli", "train", "--corpus", str(corpus), "--iters", "100000",
+                             "--save", str(ckpt), "--val-every", "5", "--sample-every", "0", *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ckpt.exists(), "no checkpoint was written"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"rosetta: interrupted after step (\d+) of 100000; weights after step \1 saved to (.+)\.", last)
+    assert match and match.group(2) == str(ckpt), last
+    loaded = load_checkpoint(ckpt, vocab=Vocabulary.from_text(TEXT))
+    assert all(np.isfinite(w).all() for w in loaded.weights.values())
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_resume_continues_from_the_checkpoint(trained, corpus, tmp_path):
+    """--resume starts from the saved weights: its first loss is the trained model's, not a fresh one's."""
+    out = tmp_path / "resumed.safetensors"
+    fresh = rosetta("train", "--corpus", corpus, "--iters", 1, "--log-every", 1, "--sample-every", 0, *TINY)
+    resumed = rosetta("train", "--corpus", corpus, "--iters", 1, "--log-every", 1, "--sample-every", 0,
+                      "--save", out, "--resume", trained[1], *TINY)
+    assert fresh.returncode == 0 and resumed.returncode == 0, resumed.stderr
+    first = [float(re.search(r"  loss (\d+\.\d+)", p.stdout).group(1)) for p in (fresh, resumed)]
+    assert first[1] < first[0] - 0.3, first
+    assert "resumed from" in resumed.stdout.splitlines()[0]
+    assert load_checkpoint(out).config.hidden_size == 16
