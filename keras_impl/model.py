@@ -1,14 +1,12 @@
-"""Keras 3 character-level LSTM on the TensorFlow backend: keras.layers.LSTM or the cell written out.
+"""Keras 3 character-level LSTM on TensorFlow: keras.layers.LSTM (path="layer") or the gate
+equations in keras.ops (path="cell"). What matters in Keras on TensorFlow: the step is a graph.
+Forward, loss, tf.GradientTape, clipping and the optimizer update are traced once per input
+shape into one tf.function; tensors stay in TensorFlow between steps, and the carried state,
+returned by that function outside any tape, is detached by construction.
 
-The difference that matters here: the model is a graph. The training step (forward, loss,
-tf.GradientTape, clipping, optimizer update) is traced once per input shape into one
-tf.function, optionally compiled by XLA, and the arrays stay tensors between steps. The
-LSTM state carried between steps is a plain tensor returned by that function: outside the
-tape, so it is detached by construction.
-
-    model = CharLSTM(Config(), init_weights(Config()), path="layer")   # or path="cell"
-    loss = model.train_step(x, y)              # x, y int (B, T)
-    logits, state = model.forward(x)          # np.ndarray (B, T, V), [(h, c)] per layer
+    model = CharLSTM(config, init_weights(config))     # path="layer" (keras.layers.LSTM) or "cell"
+    loss = model.train_step(x, y)                       # x, y: int (B, T)
+    logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
 """
 
 import os
@@ -32,6 +30,37 @@ PATHS = ("layer", "cell")
 # python loop unrolled at trace time (which XLA made 3x slower, 34 s to compile), and XLA cannot
 # compile scan's TensorArray loop at all. `CharLSTM(..., jit_compile=True)` tries the layer path.
 JIT_COMPILE = False
+
+
+def make_optimizer(config):
+    """Keras' own optimizer for config.optimizer, clipping by global norm when clip_norm > 0.
+
+    Keras 3's formulas (keras/src/optimizers, update_step) differ from numpy_impl's default
+    ("pytorch", which is torch's); numpy_impl.optim's formula="keras" copies these:
+      Adam     alpha = lr * sqrt(1 - b2^t) / (1 - b1^t);  w -= m * alpha / (sqrt(v) + eps)
+               eps outside the bias correction (torch: lr * m_hat / (sqrt(v_hat) + eps))
+      Adagrad  s += g^2;  w -= lr * g / sqrt(s + eps)     (torch: lr * g / (sqrt(s) + eps))
+      global_clipnorm (base_optimizer.clip_by_global_norm): norm = sqrt(sum of every sum(g^2));
+               g *= clip_norm * min(1 / norm, 1 / clip_norm), always applied
+               (torch: g *= clip_norm / (norm + 1e-6), only when that is < 1)
+    """
+    clip = config.clip_norm or None
+    # The learning rate lives in a variable of keras' floatx: make it config.dtype, or a
+    # float64 model would step with lr rounded to float32.
+    floatx = keras.config.floatx()
+    keras.config.set_floatx(config.dtype)
+    try:
+        if config.optimizer == "sgd":
+            return keras.optimizers.SGD(config.learning_rate, global_clipnorm=clip)
+        if config.optimizer == "adagrad":
+            return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0,
+                                            epsilon=1e-10, global_clipnorm=clip)
+        # betas as numpy float64: Adam casts them to the variable's dtype with tf.cast, which
+        # takes a python float through float32 (0.999 -> 0.99900001) even in a float64 model
+        return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
+                                     epsilon=1e-8, global_clipnorm=clip)
+    finally:
+        keras.config.set_floatx(floatx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,148 +106,117 @@ class LSTMLayer(keras.layers.Layer):
         return ops.moveaxis(hs, 0, 1), h, c  # (B, T, H), (B, H), (B, H)
 
 
-def make_optimizer(config):
-    """Keras' own optimizer for config.optimizer, clipping by global norm when clip_norm > 0.
-
-    Keras 3's formulas (keras/src/optimizers) differ from numpy_impl's default ("pytorch"):
-      Adam:    alpha_t = lr * sqrt(1 - b2^t) / (1 - b1^t);  w -= alpha_t * m / (sqrt(v) + eps)
-               (eps outside the bias correction; torch: lr * m_hat / (sqrt(v_hat) + eps))
-      Adagrad: s += g^2;  w -= lr * g / sqrt(s + eps)      (torch: lr * g / (sqrt(s) + eps))
-      global_clipnorm: g *= min(1, clip_norm / norm), norm = sqrt(sum of all g^2)
-               (torch: clip_norm / (norm + 1e-6) when that is < 1)
-    numpy_impl.optim's formula="keras" copies these.
-    """
-    clip = config.clip_norm or None
-    # The learning rate lives in a variable of keras' floatx: make it config.dtype, or a
-    # float64 model would step with lr rounded to float32.
-    floatx = keras.config.floatx()
-    keras.config.set_floatx(config.dtype)
-    try:
-        if config.optimizer == "sgd":
-            return keras.optimizers.SGD(config.learning_rate, global_clipnorm=clip)
-        if config.optimizer == "adagrad":
-            return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0,
-                                            epsilon=1e-10, global_clipnorm=clip)
-        # betas as numpy float64: Adam casts them to the variable's dtype with tf.cast, which
-        # takes a python float through float32 (0.999 -> 0.99900001) even in a float64 model
-        return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
-                                     epsilon=1e-8, global_clipnorm=clip)
-    finally:
-        keras.config.set_floatx(floatx)
-
-
 # ---------------------------------------------------------------------------------------------
 class CharLSTM:
-    """Embedding by one-hot, L stacked LSTM layers of H units, a Dense head to V logits."""
+    """L stacked LSTM layers of H units and a dense head to V logits, trained with keras.optimizers."""
 
     def __init__(self, config, weights, path="layer", jit_compile=JIT_COMPILE):
-        check_weights(weights, config)
         if path not in PATHS:
             raise ConfigError(f"keras has no path {path!r}; choose one of {', '.join(PATHS)}.")
+        check_weights(weights, config)
         self.config, self.path = config, path
-        V, H, dtype = config.vocab_size, config.hidden_size, config.dtype
-        self.lstms, self.params = [], {}
-        for l in range(config.num_layers):
+        self.dtype = config.dtype
+        V, H, L = config.vocab_size, config.hidden_size, config.num_layers
+        self.lstms, self.params = [], {}  # params: interchange name -> keras Variable
+        for l in range(L):
             in_l = V if l == 0 else H
             if path == "layer":
-                lstm = keras.layers.LSTM(H, return_sequences=True, return_state=True, dtype=dtype)
-                lstm.build((None, None, in_l))
-                cell = lstm.cell
-                self.params.update({f"lstm.{l}.W_x": cell.kernel, f"lstm.{l}.W_h": cell.recurrent_kernel,
-                                    f"lstm.{l}.b": cell.bias})
+                lstm = keras.layers.LSTM(H, return_sequences=True, return_state=True, dtype=self.dtype)
+                lstm.build((None, None, in_l))  # DESIGN.md's table: Keras stores W as (in_l, 4H) too
+                self.params.update({f"lstm.{l}.W_x": lstm.cell.kernel, f"lstm.{l}.W_h": lstm.cell.recurrent_kernel,
+                                    f"lstm.{l}.b": lstm.cell.bias})
             else:
-                lstm = LSTMLayer(in_l, H, dtype=dtype)
+                lstm = LSTMLayer(in_l, H, dtype=self.dtype)
                 lstm.build()
-                self.params.update({f"lstm.{l}.W_x": lstm.W_x, f"lstm.{l}.W_h": lstm.W_h,
-                                    f"lstm.{l}.b": lstm.b})
+                self.params.update({f"lstm.{l}.W_x": lstm.W_x, f"lstm.{l}.W_h": lstm.W_h, f"lstm.{l}.b": lstm.b})
             self.lstms.append(lstm)
-        self.head = keras.layers.Dense(V, dtype=dtype)
+        self.head = keras.layers.Dense(V, dtype=self.dtype)
         self.head.build((None, H))
         self.params.update({"head.W": self.head.kernel, "head.b": self.head.bias})
         for name, w in weights.items():
-            self.params[name].assign(np.asarray(w, dtype=dtype))
+            self.params[name].assign(np.asarray(w, dtype=self.dtype))
         self.variables = list(self.params.values())
         self.optimizer = make_optimizer(config)
-        self.optimizer.build(self.variables)  # slots (m, v, accumulators) in config.dtype
-
-        # one graph per input shape; `traces` counts tracings (python runs only while tracing)
-        self.traces = {"forward": 0, "evaluate": 0, "gradients": 0, "train_step": 0}
-        self._forward = tf.function(self._forward_graph)
-        self._evaluate = tf.function(self._evaluate_graph)
-        self._gradients = tf.function(self._gradients_graph)
-        self._train_step = tf.function(self._train_step_graph, jit_compile=jit_compile)
-        self.state = None
+        self.optimizer.build(self.variables)  # its slots (m, v, accumulators) in config.dtype
+        # one graph per input shape; `traces` counts tracings (the python body runs only then)
+        self.graphs = {"forward": tf.function(self.forward_graph), "evaluate": tf.function(self.evaluate_graph),
+                       "gradients": tf.function(self.gradients_graph),
+                       "train_step": tf.function(self.train_step_graph, jit_compile=jit_compile)}
+        self.traces = dict.fromkeys(self.graphs, 0)
         self.reset_state()
 
     def get_weights(self):
-        return {name: v.numpy() for name, v in self.params.items()}
+        return {name: np.array(v.numpy()) for name, v in self.params.items()}
 
     def reset_state(self):
-        B, H = self.config.batch_size, self.config.hidden_size
-        zeros = tf.zeros((B, H), dtype=self.config.dtype)
-        self.state = [(zeros, zeros) for _ in self.lstms]
+        self.state = self.zero_state(self.config.batch_size)
 
-    def forward(self, x, state=None):
-        logits, state = self._forward(*self._inputs(x, state))
-        return logits.numpy(), [(h.numpy(), c.numpy()) for h, c in state]
+    def zero_state(self, B):
+        H = self.config.hidden_size
+        return [(tf.zeros((B, H), self.dtype), tf.zeros((B, H), self.dtype)) for _ in self.lstms]
 
-    def evaluate(self, x, y, state=None):
-        x, state = self._inputs(x, state)
-        return float(self._evaluate(x, tf.convert_to_tensor(y), state))
-
-    def gradients(self, x, y, state=None):
-        x, state = self._inputs(x, state)
-        grads = self._gradients(x, tf.convert_to_tensor(y), state)
-        return {name: g.numpy() for name, g in zip(self.params, grads)}
-
-    def train_step(self, x, y):
-        loss, self.state = self._train_step(tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state)
-        return float(loss)
-
-    # -- inside the graphs --------------------------------------------------------------------
-    def _inputs(self, x, state):
-        """x as a tensor and state as a list of (h, c) tensors of config.dtype (zeros if None)."""
-        x = tf.convert_to_tensor(x)
-        if state is None:
-            zeros = tf.zeros((x.shape[0], self.config.hidden_size), dtype=self.config.dtype)
-            return x, [(zeros, zeros) for _ in self.lstms]
-        return x, [(tf.convert_to_tensor(h, self.config.dtype), tf.convert_to_tensor(c, self.config.dtype))
-                   for h, c in state]
-
-    def _logits(self, x, state):
-        """logits (B, T, V) and the new state [(h, c)] per layer."""
+    def run(self, x, state):
+        """Forward, inside a graph: logits (B, T, V) and the final state [(h, c)] per layer."""
         if self.path == "layer":
-            x = ops.one_hot(x, self.config.vocab_size, dtype=self.config.dtype)  # (B, T, V)
+            x = ops.one_hot(x, self.config.vocab_size, dtype=self.dtype)  # (B, T, V)
         new_state = []
         for lstm, (h, c) in zip(self.lstms, state):
-            x, h, c = lstm(x, initial_state=[h, c])  # (B, T, H)
+            x, h, c = lstm(x, initial_state=[h, c])  # x becomes (B, T, H)
             new_state.append((h, c))
         return self.head(x), new_state
 
-    def _loss(self, x, y, state):
-        logits, state = self._logits(x, state)
-        loss = ops.mean(ops.sparse_categorical_crossentropy(y, logits, from_logits=True))
-        return loss, state
+    def loss(self, x, y, state):
+        """Mean cross-entropy over all B * T positions, and the new state."""
+        logits, new_state = self.run(x, state)
+        return ops.mean(ops.sparse_categorical_crossentropy(y, logits, from_logits=True)), new_state
 
-    def _forward_graph(self, x, state):
+    def forward(self, x, state=None):
+        logits, new_state = self.graphs["forward"](*self.to_tensors(x, state))
+        return logits.numpy(), [(h.numpy(), c.numpy()) for h, c in new_state]
+
+    def evaluate(self, x, y, state=None):
+        x, state = self.to_tensors(x, state)
+        return float(self.graphs["evaluate"](x, tf.convert_to_tensor(y), state))
+
+    def gradients(self, x, y, state=None):
+        x, state = self.to_tensors(x, state)
+        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state)
+        return {name: g.numpy() for name, g in zip(self.params, grads)}
+
+    def train_step(self, x, y):
+        loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state)
+        return float(loss)
+
+    # -- the graphs tf.function traces (the python bodies run once per input shape) ------------
+    def forward_graph(self, x, state):
         self.traces["forward"] += 1
-        return self._logits(x, state)
+        return self.run(x, state)
 
-    def _evaluate_graph(self, x, y, state):
+    def evaluate_graph(self, x, y, state):
         self.traces["evaluate"] += 1
-        return self._loss(x, y, state)[0]
+        return self.loss(x, y, state)[0]
 
-    def _gradients_graph(self, x, y, state):
+    def gradients_graph(self, x, y, state):
         self.traces["gradients"] += 1
         with tf.GradientTape() as tape:
-            loss, _ = self._loss(x, y, state)
-        # the row gather's gradient is sparse (IndexedSlices): make every gradient dense
-        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
+            loss, _ = self.loss(x, y, state)
+        return dense(tape.gradient(loss, self.variables))
 
-    def _train_step_graph(self, x, y, state):
+    def train_step_graph(self, x, y, state):
         self.traces["train_step"] += 1
         with tf.GradientTape() as tape:
-            loss, state = self._loss(x, y, state)
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
-        self.optimizer.apply(grads, self.variables)  # clips by global norm, then updates
-        return loss, state
+            loss, new_state = self.loss(x, y, state)
+        self.optimizer.apply(dense(tape.gradient(loss, self.variables)), self.variables)  # clips, then steps
+        return loss, new_state  # new_state came out of the graph: no tape follows it (truncated BPTT)
+
+    def to_tensors(self, x, state):
+        """x as an int tensor, state as [(h, c)] tensors of config.dtype (zeros for None)."""
+        x = tf.convert_to_tensor(x)
+        if state is None:
+            return x, self.zero_state(x.shape[0])
+        return x, [(tf.convert_to_tensor(h, self.dtype), tf.convert_to_tensor(c, self.dtype)) for h, c in state]
+
+
+def dense(grads):
+    """The row gather's gradient is sparse (tf.IndexedSlices): every gradient as a dense tensor."""
+    return [tf.convert_to_tensor(g) for g in grads]

@@ -207,3 +207,32 @@ def test_resume_continues_from_the_checkpoint(trained, corpus, tmp_path):
     assert first[1] < first[0] - 0.3, first
     assert "resumed from" in resumed.stdout.splitlines()[0]
     assert load_checkpoint(out).config.hidden_size == 16
+
+
+def test_a_diverged_run_stops_before_overwriting_the_checkpoint(monkeypatch, corpus, tmp_path, capsys):
+    """A non-finite loss is a user error (learning rate too high): exit 2, the last checkpoint kept."""
+    import common.cli as cli
+    from common.frameworks import make_model
+
+    def diverging_model(framework, config, weights, path=None):
+        model = make_model(framework, config, weights, path=path)
+        train_step, calls = model.train_step, []
+
+        def step(x, y):
+            calls.append(1)
+            loss = train_step(x, y)
+            return float("nan") if len(calls) >= 3 else loss
+
+        model.train_step = step
+        return model
+
+    monkeypatch.setattr(cli, "make_model", diverging_model)
+    target = tmp_path / "m.safetensors"
+    status = cli.main(["train", "--corpus", str(corpus), "--iters", "10", "--val-every", "1", "--sample-every", "0",
+                       "--save", str(target), *TINY])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == (f"rosetta: error: the training loss became nan at step 3 ({target} keeps the last good weights); "
+                   f"lower --learning-rate or set --clip-norm.\n")
+    weights = load_checkpoint(target).weights  # written at steps 1 and 2, not after the nan
+    assert all(np.isfinite(w).all() for w in weights.values())

@@ -208,6 +208,9 @@ for path in ("layer", "cell"):
     assert all(np.array_equal(before[k], after[k]) for k in before), "weights changed without a step"
     after["lstm.0.b"][0] += 1  # get_weights returns copies, not views of the variables
     assert not np.array_equal(model.get_weights()["lstm.0.b"], after["lstm.0.b"])
+    model.train_step(x, y)
+    assert not np.array_equal(model.get_weights()["lstm.0.b"], before["lstm.0.b"]), "no update"
+    assert all(np.array_equal(before[k], after[k]) for k in before if k != "lstm.0.b"), "get_weights gave views"
     assert model.traces == {"forward": 2, "evaluate": 1, "gradients": 1, "train_step": 1}, model.traces
     model.reset_state()
     assert all(not np.any(np.array(h)) and not np.any(np.array(c)) for h, c in model.state)
