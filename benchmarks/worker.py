@@ -242,7 +242,7 @@ def run_sweep(spec, result):
         try:
             config = base.replace(hidden_size=H)
             model = make_model(framework, config, init_weights(config), path=path)
-            started = None
+            started, last_print = None, time.perf_counter()
             for step, x, y, new_epoch in training_steps(train_batches, 1 + spec["warmup"] + spec["iters"]):
                 if new_epoch:
                     model.reset_state()
@@ -250,6 +250,9 @@ def run_sweep(spec, result):
                 loss = model.train_step(x, y)
                 end = time.perf_counter()
                 row["losses"].append(float(loss))
+                if end - last_print > 10:
+                    progress(tag, f"hidden {H}: step {step + 1}, {end - start:.1f} s per step")
+                    last_print = end
                 if not math.isfinite(loss):
                     row["status"] = f"failed: non-finite loss ({loss}) at step {step}"
                     break

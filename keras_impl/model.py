@@ -23,12 +23,13 @@ from common.weights import check_weights  # noqa: E402
 
 PATHS = ("layer", "cell")
 
-# XLA (tf.function(jit_compile=True)) stays off: a documented choice, measured at V=65, H=256,
-# L=2, B=32, T=64, float32, Adam, 2 threads on a shared 2-core CPU. Layer path: ~13,600 chars/s
-# with XLA against ~12,900 without (within the noise) but 8.5 s to the first step instead of
-# 2.3 s; unroll=True was slower either way. Cell path: keras.ops.scan runs ~1.3x faster than a
-# python loop unrolled at trace time (which XLA made 3x slower, 34 s to compile), and XLA cannot
-# compile scan's TensorArray loop at all. `CharLSTM(..., jit_compile=True)` tries the layer path.
+# XLA (tf.function(jit_compile=True)) stays off: a documented choice. Measured at V=65, H=256,
+# L=2, B=32, T=64, float32, Adam, 2 threads, on a 2-core CPU shared with other jobs (so +-50 %):
+#   layer  no XLA  13-22k chars/s, 2.3 s to the first step   (XLA: 13.6k, 8.5 s; unroll=True: 8.3k, 12 s)
+#   cell   no XLA  18-20k chars/s, 1-2 s  with keras.ops.scan (XLA cannot compile its TensorArray loop)
+#          a python loop unrolled at trace time: 9-15k, 3 s; with XLA 4.4k and 34 s to compile.
+# XLA saved ~15 % CPU time per layer-path step but cost seconds of compiling, so the default is
+# off; `CharLSTM(..., path="layer", jit_compile=True)` turns it on.
 JIT_COMPILE = False
 
 

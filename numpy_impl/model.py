@@ -40,7 +40,10 @@ def gate_derivatives(gates, scale, shift):
     a * (1 - a) for the sigmoids i, f, o and 1 - a^2 for the tanh g, i.e. a * (P - a) + Q with
     P = 2 * shift (1 on i, f, o; 0 on g) and Q = 1 - P."""
     P = 2 * shift
-    return gates * (P - gates) + (1 - P)
+    d = P - gates  # one (T, B, 4H) temporary, then in place
+    d *= gates
+    d += 1 - P
+    return d
 
 
 def activate_gates(z, scale, shift):
@@ -93,7 +96,8 @@ def lstm_backward(dhs, cache, W_h, gate_consts):
     hs, cs, gates, tanh_cs = cache
     T, B, H = dhs.shape
     dgates_dz = gate_derivatives(gates, *gate_consts)  # (T, B, 4H) for all steps at once
-    dc_dh = gates[:, :, 3 * H:] * (1 - tanh_cs ** 2)   # (T, B, H)  o * tanh'(c)
+    dc_dh = 1 - tanh_cs ** 2  # (T, B, H) then o * tanh'(c)
+    dc_dh *= gates[:, :, 3 * H:]
     dz = np.empty_like(gates)  # (T, B, 4H); its slices di, df, dg, do are written in place
     dh_next = np.zeros((B, H), dtype=dhs.dtype)
     dc_next = np.zeros((B, H), dtype=dhs.dtype)
