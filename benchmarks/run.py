@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {
     "iters": (200, 20), "warmup": (5, 2), "hidden_size": (256, 128), "num_layers": (2, 2),
     "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (50, 10),
-    "sweep_hidden": ("64,128,256,512,1024", "64,256"), "sweep_iters": (10, 3),
+    "sweep_hidden": ("64,128,256,512,1024", "64,256"), "sweep_iters": (8, 3),
     "gemm_size": (2048, 1024),
 }
 SUMMARY_COLUMNS = [
@@ -145,7 +145,7 @@ def build_parser():
                    help=f"hidden sizes of the throughput-only sweep; empty = no sweep {q('sweep_hidden')}")
     p.add_argument("--sweep-iters", type=whole(1), default=None,
                    help=f"at most this many timed steps per sweep size {q('sweep_iters')}")
-    p.add_argument("--sweep-budget", type=positive_float, default=15.0,
+    p.add_argument("--sweep-budget", type=positive_float, default=10.0,
                    help="seconds of timed steps per sweep size after which it stops (at least 3 steps) (default %(default)s)")
     p.add_argument("--gemm-size", type=whole(64), default=None,
                    help=f"n of the (n, n) float32 matrix product that measures the peak {q('gemm_size')}")

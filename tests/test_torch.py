@@ -1,7 +1,8 @@
 """torch_impl against numpy_impl and against an independent nn.LSTM oracle.
 
-PyTorch runs only in subprocesses (tests/impl_probe.py, tests/torch_oracle.py); numpy_impl runs
-here, on the same batch, state and training text (impl_probe.probe_inputs). Targets (CONTEXT.md):
+PyTorch runs only in subprocesses: one runs impl_probe.run_probe for every torch case and the
+oracle (tests/torch_oracle.py), one checks imports. numpy_impl runs here, on the same batch,
+state and training text (impl_probe.probe_inputs). Targets (CONTEXT.md):
 float64 logits within 1e-10, gradients within 1e-9, 10 training steps of each optimizer with
 clipping active within 1e-9; float32 within 1e-4.
 """
