@@ -240,7 +240,8 @@ def run_worker(spec, workdir, threads, timeout):
     reader.join(timeout=5)
     result = json.loads(out.read_text()) if out.exists() else {"steps": [], "val": [], "sweep": []}
     if timed_out:
-        result["status"] = f"failed: timeout after {time.perf_counter() - started:.0f} s (--timeout {timeout:g})"
+        message = f"failed: timeout after {time.perf_counter() - started:.0f} s (--timeout {timeout:g})"
+        result["sweep_status" if result.get("main_done") else "status"] = message
     elif not out.exists() or proc.returncode != 0 and result.get("status", "").startswith("ok"):
         last = tail[-1].strip() if tail else "no output"
         result["status"] = f"failed: worker exited with code {proc.returncode}: {last[:300]}"
@@ -301,8 +302,9 @@ def sweep_rows(impl, framework, path, result, config, asked):
     rows, chars = [], config.batch_size * config.seq_length
     done = {r["hidden_size"]: r for r in result.get("sweep", [])}
     for H in asked:
-        r = done.get(H, {"status": result.get("status") if result.get("status", "ok") != "ok"
-                         else "failed: not reached", "step_times_s": [], "losses": []})
+        not_run = result.get("sweep_status") or (result.get("status") if result.get("status") != "ok"
+                                                 else "failed: not reached")
+        r = done.get(H, {"status": not_run, "step_times_s": [], "losses": []})
         row = {"impl": impl, "framework": framework, "path": path, "hidden_size": H,
                "timed_steps": len(r["step_times_s"]), "status": r["status"]}
         if r["status"] == "ok" and not (r["losses"] and np.all(np.isfinite(r["losses"]))):
@@ -448,26 +450,20 @@ def run_all(plan, out, work):
         spec = {**base, "mode": "train", "impl": impl, "framework": framework, "path": path,
                 "iters": args.iters, "warmup": args.warmup, "val_every": args.val_every,
                 "val_batches": args.val_batches, "sample_length": args.sample_length}
+        if args.sweep_hidden:  # run by the same worker after the main run: no second start-up
+            spec["sweep"] = {"hidden_sizes": args.sweep_hidden, "iters": args.sweep_iters, "warmup": 1,
+                             "budget_s": args.sweep_budget}
         results[impl] = r = run_worker(spec, work, args.threads, timeout)
         row = summary_row(impl, framework, path, r, plan, peak)
         summary.append(row)
         steps += steps_rows(impl, framework, path, r)
         if r.get("sample"):
             samples[impl] = r["sample"]
+        if args.sweep_hidden:
+            sweep += sweep_rows(impl, framework, path, r, config, args.sweep_hidden)
         say(f"  {impl}: {row['status']}" + (f", {row['chars_per_s']:,.0f} chars/s, first step "
                                             f"{row['time_to_first_step_s']:.1f} s" if row["status"] == "ok" else ""))
         write_all()
-
-    if args.sweep_hidden:
-        for impl, framework, path in impls:
-            say(f"[sweep] {impl}: hidden sizes {', '.join(map(str, args.sweep_hidden))}")
-            spec = {**base, "mode": "sweep", "impl": impl, "framework": framework, "path": path,
-                    "hidden_sizes": args.sweep_hidden, "iters": args.sweep_iters, "warmup": 1,
-                    "budget_s": args.sweep_budget}
-            r = run_worker(spec, work, args.threads, timeout)
-            sweep += sweep_rows(impl, framework, path, r, config, args.sweep_hidden)
-            write_all()
-    write_all()
     ok = sum(row["status"] == "ok" for row in summary)
     say(f"done in {time.perf_counter() - started:.0f} s: {ok}/{len(summary)} implementations ok; "
         f"results in {out} (next: python -m benchmarks.report {out})")

@@ -8,8 +8,8 @@ Progress goes to stderr, one line at a time, for run.py to relay. Modes:
 
     train   time to first step (framework import + model build + first train_step), warm-up
             steps left out, then `iters` timed steps; validation loss every `val_every` steps;
-            peak resident memory; a generated sample at the end
-    sweep   throughput only, one fresh model per hidden size, a few timed steps each
+            peak resident memory; a generated sample at the end; then, if spec["sweep"] asks,
+            throughput only at other hidden sizes (a fresh model each, a few timed steps)
     gemm    float32 (n, n) @ (n, n) with numpy or torch: the machine's matrix-multiply peak
 
 The model is reached only through the DESIGN.md interface (common.frameworks.make_model); the
@@ -224,27 +224,29 @@ def run_train(spec, result):
         except Exception as e:  # a sampling problem must not cost the measured figures
             result["sample"] = f"(no sample: {type(e).__name__}: {e})"
     result["status"] = "ok"
+    if spec.get("sweep"):
+        result["main_done"] = True
+        write_result(spec["out"], result)  # the main figures are safe whatever the sweep does
+        run_sweep(spec["sweep"], result, tag, framework, path, config, train_batches)
 
 
-def run_sweep(spec, result):
-    """Throughput only: for each hidden size a fresh model, `warmup` steps, then timed steps."""
+def run_sweep(sweep, result, tag, framework, path, base, train_batches):
+    """Throughput only, in the same process after the main run (the framework is imported and set
+    up already): for each hidden size a fresh model, the first step and `warmup` steps left out,
+    then at most `iters` timed steps, stopping after `budget_s` seconds once 3 are timed."""
     from common.batches import training_steps
     from common.frameworks import make_model
     from common.weights import init_weights
 
-    tag, framework, path = spec["impl"], spec["framework"], spec["path"]
-    _, base, train_batches, _ = load_data({**spec, "val_every": 0})
-    info = setup(framework, spec["threads"])
-    result["framework_version"] = info["version"]
     chars = base.batch_size * base.seq_length
-    for H in spec["hidden_sizes"]:
+    for H in sweep["hidden_sizes"]:
         row = {"hidden_size": H, "step_times_s": [], "losses": [], "status": "ok"}
         result["sweep"].append(row)
         try:
             config = base.replace(hidden_size=H)
             model = make_model(framework, config, init_weights(config), path=path)
             started, last_print = None, time.perf_counter()
-            for step, x, y, new_epoch in training_steps(train_batches, 1 + spec["warmup"] + spec["iters"]):
+            for step, x, y, new_epoch in training_steps(train_batches, 1 + sweep["warmup"] + sweep["iters"]):
                 if new_epoch:
                     model.reset_state()
                 start = time.perf_counter()
@@ -257,10 +259,10 @@ def run_sweep(spec, result):
                 if not math.isfinite(loss):
                     row["status"] = f"failed: non-finite loss ({loss}) at step {step}"
                     break
-                if step > spec["warmup"]:  # step 0 (tracing) and the warm-up are left out
+                if step > sweep["warmup"]:  # step 0 (tracing) and the warm-up are left out
                     row["step_times_s"].append(end - start)
                     started = started or start
-                    if len(row["step_times_s"]) >= 3 and end - started > spec["budget_s"]:
+                    if len(row["step_times_s"]) >= 3 and end - started > sweep["budget_s"]:
                         break  # enough for a median; keeps the large sizes affordable
             times = row["step_times_s"]
             if times:
@@ -269,8 +271,7 @@ def run_sweep(spec, result):
         except Exception as e:
             row["status"] = f"failed: {type(e).__name__}: {e}"
             progress(tag, f"hidden {H}: {row['status']}")
-        write_result(spec["out"], result)  # what is done so far survives a later timeout
-    result["status"] = "ok"
+        write_result(result["out"], result)  # what is done so far survives a later timeout
 
 
 def run_gemm(spec, result):
@@ -306,7 +307,7 @@ def run_gemm(spec, result):
     result["status"] = "ok"
 
 
-MODES = {"train": run_train, "sweep": run_sweep, "gemm": run_gemm}
+MODES = {"train": run_train, "gemm": run_gemm}
 
 
 def write_result(out, result):
@@ -325,7 +326,7 @@ def main(argv=None):
     limits = threadpool_limits(limits=spec["threads"])  # numpy's BLAS, in every worker  # noqa: F841
 
     from common.errors import RosettaError
-    result = {"mode": spec["mode"], "impl": spec.get("impl"), "status": "failed: did not finish",
+    result = {"mode": spec["mode"], "impl": spec.get("impl"), "out": spec["out"], "status": "failed: did not finish",
               "steps": [], "val": [], "sweep": []}
     try:
         MODES[spec["mode"]](spec, result)

@@ -27,7 +27,7 @@ class Config:
     num_layers: int = field(default=1, metadata={"help": "stacked LSTM layers, L"})
     batch_size: int = field(default=32, metadata={"help": "parallel text streams per batch, B"})
     seq_length: int = field(default=64, metadata={"help": "time steps per batch (truncated BPTT length), T"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "optimizer step size"})
+    learning_rate: float = field(default=1e-2, metadata={"help": "optimizer step size (high for the short runs here: lower it for long ones)"})
     optimizer: str = field(default="adam", metadata={"help": "one of sgd, adagrad, adam"})
     clip_norm: float = field(default=5.0, metadata={"help": "clip gradients to this global L2 norm; 0 turns clipping off"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64, for weights and every computation"})

@@ -11,7 +11,7 @@ from common.errors import ConfigError
 def test_defaults():
     c = Config()
     assert c.to_dict() == {"vocab_size": 65, "hidden_size": 128, "num_layers": 1, "batch_size": 32,
-                           "seq_length": 64, "learning_rate": 2e-3, "optimizer": "adam", "clip_norm": 5.0,
+                           "seq_length": 64, "learning_rate": 1e-2, "optimizer": "adam", "clip_norm": 5.0,
                            "dtype": "float32", "seed": 1337}
 
 
