@@ -17,7 +17,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.flops import FORMULA  # noqa: E402
@@ -290,8 +289,9 @@ def write_report(out):
             md.append(f"\nLargest difference between the implementations' losses at the same step: "
                       f"{spread(wide):.2e}" + (
                           f"; {spread(wide[paper]):.2e} among those using PyTorch's Adam formula "
-                          f"({', '.join(paper)}). Keras' Adam differs (see Optimizers below): its "
-                          f"curves drift slowly away from the others, by design, not by a bug."
+                          f"({', '.join(paper)}). Keras' Adam puts epsilon elsewhere (see Optimizers below), "
+                          f"which moves its curves by about that much in the first steps, while "
+                          f"sqrt(v_hat) is still small: a formula difference, not a bug."
                           if len(paper) > 1 and len(paper) < wide.shape[1] else "."))
     md.append("")
 

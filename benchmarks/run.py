@@ -1,6 +1,6 @@
 """The benchmark: every implementation trained on the same workload, each in its own process.
 
-    python -m benchmarks.run                      # the reference run, ~15 minutes on 2 cores
+    python -m benchmarks.run                      # the reference run, 10-15 minutes on 2 cores
     python -m benchmarks.run --quick --out bench-quick            # ~1 minute
     python -m benchmarks.run --frameworks torch --paths layer --iters 50 --hidden-size 512
     python -m benchmarks.report results           # then REPORT.md from the CSVs
@@ -48,11 +48,14 @@ from common.frameworks import FRAMEWORKS, PATHS, check_framework
 ROOT = Path(__file__).resolve().parents[1]
 
 # Defaults of the reference run and of --quick; a flag given on the command line wins over both.
-DEFAULTS = {
-    "iters": (200, 20), "warmup": (5, 2), "hidden_size": (256, 128), "num_layers": (2, 2),
-    "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (50, 10),
-    "sweep_hidden": ("64,128,256,512,1024", "64,256"), "sweep_iters": (8, 3),
+DEFAULTS = {  # reference run: ~10-15 min on 2 idle cores (~20k chars/s each at H=256); --quick: ~1 min
+    "iters": (1000, 50), "warmup": (5, 3), "hidden_size": (256, 128), "num_layers": (2, 2),
+    "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (100, 25),
+    "sweep_hidden": ("64,128,256,512,1024", "64,256"), "sweep_iters": (10, 5),
     "gemm_size": (2048, 1024),
+    # char-rnn's rate, lower than the command line's 1e-2: Keras' Adam puts epsilon outside the bias
+    # correction, and at 1e-2 that alone moves its loss 2e-3 from the others within 8 steps (1e-4 here)
+    "learning_rate": (2e-3, 2e-3),
 }
 SUMMARY_COLUMNS = [
     "impl", "framework", "path", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
@@ -133,7 +136,8 @@ def build_parser():
     p.add_argument("--num-layers", type=whole(1), default=None, help=f"stacked LSTM layers {q('num_layers')}")
     p.add_argument("--batch-size", type=whole(1), default=None, help=f"text streams per batch {q('batch_size')}")
     p.add_argument("--seq-length", type=whole(1), default=None, help=f"time steps per batch {q('seq_length')}")
-    add_config_args(p, skip=("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length"))
+    p.add_argument("--learning-rate", type=positive_float, default=None, help=f"optimizer step size {q('learning_rate')}")
+    add_config_args(p, skip=("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "learning_rate"))
     p.add_argument("--threads", type=whole(1), default=2,
                    help="threads for every framework and BLAS (the same for all implementations) (default %(default)s)")
     p.add_argument("--corpus", default="tinyshakespeare", help="built-in corpus name or a UTF-8 text file (default %(default)s)")

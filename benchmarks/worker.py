@@ -12,6 +12,11 @@ Progress goes to stderr, one line at a time, for run.py to relay. Modes:
             throughput only at other hidden sizes (a fresh model each, a few timed steps)
     gemm    float32 (n, n) @ (n, n) with numpy or torch: the machine's matrix-multiply peak
 
+A train spec may name a `variant`, "module:function" (benchmarks/levers.py): called after the
+framework set-up and before the model is built, it may patch the implementation's module (the
+"before" of a speed lever) and returns extra keyword arguments for CharLSTM; what it reports goes
+to result["variant_info"]. `budget_s` stops the timed steps after that many seconds (at least 3).
+
 The model is reached only through the DESIGN.md interface (common.frameworks.make_model); the
 framework itself is imported here by name only to set its threads and to say which device it
 used, in one small function per framework below.
@@ -149,6 +154,16 @@ def validation_loss(model, batches, num_batches):
     return total / num_batches
 
 
+def apply_variant(spec, framework, path, result):
+    """Call spec["variant"] ("module:function") if any: {} or CharLSTM's extra keyword arguments."""
+    if not spec.get("variant"):
+        return {}
+    import importlib
+    module, name = spec["variant"].split(":")
+    result["variant"], result["variant_info"] = spec["variant"], {}
+    return getattr(importlib.import_module(module), name)(framework, path, result["variant_info"]) or {}
+
+
 def load_data(spec):
     """The corpus, config and train/validation batches: the same integer arrays in every worker."""
     from common.batches import Batches, split
@@ -168,10 +183,8 @@ def load_data(spec):
 # The three modes
 
 def run_train(spec, result):
-    import numpy as np
-
     from common.batches import training_steps
-    from common.frameworks import make_model
+    from common.frameworks import make_model, model_class
     from common.weights import init_weights
 
     tag, framework, path = spec["impl"], spec["framework"], spec["path"]
@@ -186,11 +199,13 @@ def run_train(spec, result):
 
     t0 = time.perf_counter()  # time to first step: import, build, first train_step (tracing)
     info = setup(framework, spec["threads"])
-    model = make_model(framework, config, weights, path=path)
+    kwargs = apply_variant(spec, framework, path, result)
+    model = model_class(framework)(config, weights, path=path, **kwargs) if kwargs else \
+        make_model(framework, config, weights, path=path)
     result["framework_version"] = info["version"]
     result["device"] = device_used(framework, model, info)
     steps, vals = result["steps"], result["val"]
-    last_print = time.perf_counter()
+    last_print, budget, timed_since = time.perf_counter(), spec.get("budget_s"), None
     for step, x, y, new_epoch in training_steps(train_batches, total):
         if new_epoch:
             model.reset_state()
@@ -215,6 +230,11 @@ def run_train(spec, result):
             progress(tag, f"step {step + 1}/{total} loss {loss:.4f}{extra} | "
                           f"{chars / mean:,.0f} chars/s | {clock(mean * (total - 1 - step))} left")
             last_print = time.perf_counter()
+        if phase == "timed":
+            timed_since = timed_since or start
+            if budget and step - warmup >= 3 and end - timed_since > budget:
+                progress(tag, f"stopped after {step - warmup} timed steps: budget_s {budget:g} s reached")
+                break
     result["peak_rss_mb"] = peak_rss_mb()
     if spec.get("sample_length"):
         try:

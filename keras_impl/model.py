@@ -23,6 +23,10 @@ from common.weights import check_weights  # noqa: E402
 
 PATHS = ("layer", "cell")
 
+
+# ---------------------------------------------------------------------------------------------
+# keras helpers: the optimizer, the graph compiler's switch, and the way out of a sparse gradient
+
 # XLA (tf.function(jit_compile=True)) stays off: a documented choice. Measured at V=65, H=256,
 # L=2, B=32, T=64, float32, Adam, 2 threads, on a 2-core CPU shared with other jobs (so +-50 %):
 #   layer  no XLA  13-22k chars/s, 2.3 s to the first step   (XLA: 13.6k, 8.5 s; unroll=True: 8.3k, 12 s)
@@ -64,6 +68,11 @@ def make_optimizer(config):
         keras.config.set_floatx(floatx)
 
 
+def dense(grads):
+    """The row gather's gradient is sparse (tf.IndexedSlices): every gradient as a dense tensor."""
+    return [tf.convert_to_tensor(g) for g in grads]
+
+
 # ---------------------------------------------------------------------------------------------
 # One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
@@ -74,7 +83,7 @@ class LSTMLayer(keras.layers.Layer):
 
     Called like keras.layers.LSTM(return_sequences=True, return_state=True):
     `hs, h, c = layer(x, initial_state=[h, c])`, x (B, T, in) floats, or (B, T) character ids
-    for the first layer (one-hot @ W_x is a row gather of W_x). Autodiff gives the backward pass.
+    for the first layer. Autodiff gives the backward pass.
     """
 
     def __init__(self, input_size, units, **kwargs):
@@ -90,21 +99,22 @@ class LSTMLayer(keras.layers.Layer):
     def call(self, x, initial_state):
         h, c = initial_state  # (B, H) each
         if "int" in str(x.dtype):
-            z_x = ops.take(self.W_x, x, axis=0) + self.b  # (B, T, 4H) one-hot @ W_x as a gather
+            xz = ops.take(self.W_x, x, axis=0)  # (B, T, 4H): one-hot x_t @ W_x is a row gather
         else:
-            z_x = ops.matmul(x, self.W_x) + self.b  # (B, T, 4H) every timestep in one matmul
+            xz = ops.matmul(x, self.W_x)  # (B, T, 4H): every step in one product
+        xz = xz + self.b  # TensorFlow tensors are immutable: no in place
 
-        def step(carry, z_xt):  # one timestep: (h, c) and z_x[:, t] (B, 4H) -> new (h, c)
+        def step(carry, xz_t):  # one time step: (h, c) and xz[:, t] (B, 4H) -> new (h, c)
             h, c = carry
-            z = z_xt + ops.matmul(h, self.W_h)  # (B, 4H)
+            z = xz_t + ops.matmul(h, self.W_h)  # (B, 4H)
             i, f, g, o = ops.split(z, 4, axis=-1)
             i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
             c = f * c + i * g
             h = o * ops.tanh(c)
             return (h, c), (h, c)  # ops.scan on TensorFlow stacks outputs shaped like the carry
 
-        (h, c), (hs, _) = ops.scan(step, (h, c), ops.moveaxis(z_x, 1, 0))  # a loop over T
-        return ops.moveaxis(hs, 0, 1), h, c  # (B, T, H), (B, H), (B, H)
+        (h, c), (hs, _) = ops.scan(step, (h, c), ops.swapaxes(xz, 0, 1))  # a loop over T, time-major
+        return ops.swapaxes(hs, 0, 1), h, c  # (B, T, H), (B, H), (B, H)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,26 +128,27 @@ class CharLSTM:
         self.config, self.path = config, path
         self.dtype = config.dtype
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        self.lstms, self.params = [], {}  # params: interchange name -> keras Variable
+        # params: interchange name -> keras Variable; Keras stores W as (in_l, 4H) too (DESIGN.md)
+        self.lstms, self.params = [], {}
         for l in range(L):
             in_l = V if l == 0 else H
             if path == "layer":
                 lstm = keras.layers.LSTM(H, return_sequences=True, return_state=True, dtype=self.dtype)
-                lstm.build((None, None, in_l))  # DESIGN.md's table: Keras stores W as (in_l, 4H) too
-                self.params.update({f"lstm.{l}.W_x": lstm.cell.kernel, f"lstm.{l}.W_h": lstm.cell.recurrent_kernel,
-                                    f"lstm.{l}.b": lstm.cell.bias})
+                lstm.build((None, None, in_l))
+                W_x, W_h, b = lstm.cell.kernel, lstm.cell.recurrent_kernel, lstm.cell.bias
             else:
                 lstm = LSTMLayer(in_l, H, dtype=self.dtype)
                 lstm.build()
-                self.params.update({f"lstm.{l}.W_x": lstm.W_x, f"lstm.{l}.W_h": lstm.W_h, f"lstm.{l}.b": lstm.b})
+                W_x, W_h, b = lstm.W_x, lstm.W_h, lstm.b
+            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
             self.lstms.append(lstm)
         self.head = keras.layers.Dense(V, dtype=self.dtype)
         self.head.build((None, H))
-        self.params.update({"head.W": self.head.kernel, "head.b": self.head.bias})
-        for name, w in weights.items():
-            self.params[name].assign(np.asarray(w, dtype=self.dtype))
+        self.params["head.W"], self.params["head.b"] = self.head.kernel, self.head.bias
+        for name, p in self.params.items():
+            p.assign(np.asarray(weights[name], dtype=self.dtype))
         self.variables = list(self.params.values())
-        self.optimizer = make_optimizer(config)
+        self.optimizer = make_optimizer(config)  # clipping included: global_clipnorm
         self.optimizer.build(self.variables)  # its slots (m, v, accumulators) in config.dtype
         # one graph per input shape; `traces` counts tracings (the python body runs only then)
         self.graphs = {"forward": tf.function(self.forward_graph), "evaluate": tf.function(self.evaluate_graph),
@@ -147,77 +158,85 @@ class CharLSTM:
         self.reset_state()
 
     def get_weights(self):
-        return {name: np.array(v.numpy()) for name, v in self.params.items()}
+        """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
+        return {name: np.array(p.numpy()) for name, p in self.params.items()}
 
     def reset_state(self):
+        """Zero the state carried from one train_step to the next (a new epoch)."""
         self.state = self.zero_state(self.config.batch_size)
 
     def zero_state(self, B):
         H = self.config.hidden_size
-        return [(tf.zeros((B, H), self.dtype), tf.zeros((B, H), self.dtype)) for _ in self.lstms]
+        return [(tf.zeros((B, H), self.dtype), tf.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
+
+    def to_tensors(self, x, state):
+        """A graph takes tensors: x as an int tensor, state [(h, c)] in config.dtype (zeros for None)."""
+        x = tf.convert_to_tensor(x)
+        B, T = x.shape
+        if state is None:
+            state = self.zero_state(B)
+        state = [(tf.convert_to_tensor(h, self.dtype), tf.convert_to_tensor(c, self.dtype)) for h, c in state]
+        return x, state
 
     def run(self, x, state):
-        """Forward, inside a graph: logits (B, T, V) and the final state [(h, c)] per layer."""
-        if self.path == "layer":
-            x = ops.one_hot(x, self.config.vocab_size, dtype=self.dtype)  # (B, T, V)
+        """Forward, inside a graph: logits (B, T, V) and the new state [(h, c)] per layer."""
+        V = self.config.vocab_size
+        hs = x if self.path == "cell" else ops.one_hot(x, V, dtype=self.dtype)  # (B, T) ids or (B, T, V)
         new_state = []
-        for lstm, (h, c) in zip(self.lstms, state):
-            x, h, c = lstm(x, initial_state=[h, c])  # x becomes (B, T, H)
+        for l, (h, c) in enumerate(state):
+            hs, h, c = self.lstms[l](hs, initial_state=[h, c])  # hs (B, T, H): keras layers are batch-major
             new_state.append((h, c))
-        return self.head(x), new_state
+        logits = self.head(hs)  # (B, T, V)
+        return logits, new_state
 
     def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions, and the new state."""
+        """Mean cross-entropy over all B * T positions (a tensor the tape can differentiate), new state."""
         logits, new_state = self.run(x, state)
-        return ops.mean(ops.sparse_categorical_crossentropy(y, logits, from_logits=True)), new_state
+        loss = ops.mean(ops.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        return loss, new_state
 
+    # Each public method below calls a tf.function; its graph, traced once per input shape from the
+    # python body after it, does the work (forward, loss, tape, optimizer) without leaving TensorFlow.
     def forward(self, x, state=None):
+        """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
         logits, new_state = self.graphs["forward"](*self.to_tensors(x, state))
         return logits.numpy(), [(h.numpy(), c.numpy()) for h, c in new_state]
 
-    def evaluate(self, x, y, state=None):
-        x, state = self.to_tensors(x, state)
-        return float(self.graphs["evaluate"](x, tf.convert_to_tensor(y), state))
-
-    def gradients(self, x, y, state=None):
-        x, state = self.to_tensors(x, state)
-        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state)
-        return {name: g.numpy() for name, g in zip(self.params, grads)}
-
-    def train_step(self, x, y):
-        loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state)
-        return float(loss)
-
-    # -- the graphs tf.function traces (the python bodies run once per input shape) ------------
     def forward_graph(self, x, state):
         self.traces["forward"] += 1
         return self.run(x, state)
+
+    def evaluate(self, x, y, state=None):
+        """Mean cross-entropy over all B * T positions, a python float; no update."""
+        x, state = self.to_tensors(x, state)
+        return float(self.graphs["evaluate"](x, tf.convert_to_tensor(y), state))
 
     def evaluate_graph(self, x, y, state):
         self.traces["evaluate"] += 1
         return self.loss(x, y, state)[0]
 
+    def gradients(self, x, y, state=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
+        x, state = self.to_tensors(x, state)
+        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state)
+        return {name: g.numpy() for name, g in zip(self.params, grads)}
+
     def gradients_graph(self, x, y, state):
         self.traces["gradients"] += 1
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
             loss, _ = self.loss(x, y, state)
         return dense(tape.gradient(loss, self.variables))
+
+    def train_step(self, x, y):
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
+        returns the loss before it and carries the new state (truncated BPTT)."""
+        loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state)
+        return float(loss)
 
     def train_step_graph(self, x, y, state):
         self.traces["train_step"] += 1
         with tf.GradientTape() as tape:
             loss, new_state = self.loss(x, y, state)
-        self.optimizer.apply(dense(tape.gradient(loss, self.variables)), self.variables)  # clips, then steps
-        return loss, new_state  # new_state came out of the graph: no tape follows it (truncated BPTT)
-
-    def to_tensors(self, x, state):
-        """x as an int tensor, state as [(h, c)] tensors of config.dtype (zeros for None)."""
-        x = tf.convert_to_tensor(x)
-        if state is None:
-            return x, self.zero_state(x.shape[0])
-        return x, [(tf.convert_to_tensor(h, self.dtype), tf.convert_to_tensor(c, self.dtype)) for h, c in state]
-
-
-def dense(grads):
-    """The row gather's gradient is sparse (tf.IndexedSlices): every gradient as a dense tensor."""
-    return [tf.convert_to_tensor(g) for g in grads]
+        grads = dense(tape.gradient(loss, self.variables))
+        self.optimizer.apply(grads, self.variables)  # clips, then steps
+        return loss, new_state  # out of the graph no tape follows new_state: detached by construction

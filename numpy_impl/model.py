@@ -16,6 +16,38 @@ from numpy_impl.optim import FORMULAS, check_formula, make_optimizer
 PATHS = ("cell",)
 
 
+# ---------------------------------------------------------------------------------------------
+# numpy helpers: what torch and keras take from their libraries (cross_entropy, split_gates)
+
+def cross_entropy(logits, y):
+    """(loss, dlogits): mean cross-entropy over all B * T positions and its gradient.
+
+    logits (B, T, V), a view of the time-major rows run computed; y int (B, T).
+    dlogits comes back as those rows, (T * B, V), the layout backward walks.
+    """
+    logits = logits.swapaxes(0, 1).reshape(-1, logits.shape[-1])  # (T * B, V), no copy
+    y = np.asarray(y).T.reshape(-1)
+    N = len(y)
+    shifted = logits - logits.max(axis=1, keepdims=True)  # stable: exp never overflows
+    e = np.exp(shifted)
+    total = e.sum(axis=1)
+    log_p = shifted[np.arange(N), y] - np.log(total)  # (N,) log-probability of each target
+    loss = -log_p.mean()
+    dlogits = e / total[:, None]  # softmax
+    dlogits[np.arange(N), y] -= 1
+    dlogits /= N
+    return float(loss), dlogits
+
+
+def split_gates(a):
+    """The four (B, H) views i, f, g, o of a (B, 4H) array."""
+    H = a.shape[-1] // 4
+    return a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+
+
+# ---------------------------------------------------------------------------------------------
+# speed helpers: what each buys (torch and keras leave this to their kernels)
+
 def gate_constants(H, dtype):
     """(scale, shift), each (4H,): sigmoid on i, f, o and tanh on g from ONE np.tanh over z.
 
@@ -29,10 +61,12 @@ def gate_constants(H, dtype):
     return scale, shift
 
 
-def split_gates(a):
-    """The four (B, H) views i, f, g, o of a (B, 4H) array."""
-    H = a.shape[-1] // 4
-    return a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+def activate_gates(z, scale, shift):
+    """In place: z (B, 4H) of pre-activations becomes the gates i, f, g, o (see gate_constants)."""
+    z *= scale
+    np.tanh(z, out=z)
+    z *= scale
+    z += shift
 
 
 def gate_derivatives(gates, scale, shift):
@@ -46,29 +80,21 @@ def gate_derivatives(gates, scale, shift):
     return d
 
 
-def activate_gates(z, scale, shift):
-    """In place: z (B, 4H) of pre-activations becomes the gates i, f, g, o (see gate_constants)."""
-    z *= scale
-    np.tanh(z, out=z)
-    z *= scale
-    z += shift
-
-
 # ---------------------------------------------------------------------------------------------
 # One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
 # (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
 
 def lstm_forward(xz, h, c, W_h, gate_consts):
-    """One layer over T steps.
+    """One layer over T steps; the cache keeps what lstm_backward needs.
 
     xz: (T, B, 4H) x_t @ W_x + b for all steps at once (the input does not depend on h)
     h, c: (B, H) initial state; W_h: (H, 4H); gate_consts: gate_constants(H, dtype).
-    Returns hs (T + 1, B, H) with hs[0] = h and hs[t + 1] = h_t, and the cache for lstm_backward.
+    Returns hs (T, B, H) with hs[t] = h_t, the last h, c, and the cache for lstm_backward.
     """
     T, B, H4 = xz.shape
     H = H4 // 4
-    hs = np.empty((T + 1, B, H), dtype=xz.dtype)
+    hs = np.empty((T + 1, B, H), dtype=xz.dtype)  # hs[0] = h, hs[t + 1] = h_t
     cs = np.empty((T + 1, B, H), dtype=xz.dtype)
     gates = np.empty((T, B, 4 * H), dtype=xz.dtype)  # i, f, g, o after their nonlinearities
     tanh_cs = np.empty((T, B, H), dtype=xz.dtype)
@@ -82,7 +108,7 @@ def lstm_forward(xz, h, c, W_h, gate_consts):
         cs[t + 1] = f * cs[t] + i * g
         np.tanh(cs[t + 1], out=tanh_cs[t])
         np.multiply(o, tanh_cs[t], out=hs[t + 1])
-    return hs, (hs, cs, gates, tanh_cs)
+    return hs[1:], hs[T].copy(), cs[T].copy(), (hs, cs, gates, tanh_cs)
 
 
 def lstm_backward(dhs, cache, W_h, gate_consts):
@@ -116,23 +142,9 @@ def lstm_backward(dhs, cache, W_h, gate_consts):
     return dz
 
 
-def cross_entropy(logits, y):
-    """(loss, dlogits): mean cross-entropy over N rows and its gradient. logits (N, V), y (N,)."""
-    N = len(y)
-    shifted = logits - logits.max(axis=1, keepdims=True)  # stable: exp never overflows
-    e = np.exp(shifted)
-    total = e.sum(axis=1)
-    log_p = shifted[np.arange(N), y] - np.log(total)  # (N,) log-probability of each target
-    loss = -log_p.mean()
-    dlogits = e / total[:, None]  # softmax
-    dlogits[np.arange(N), y] -= 1
-    dlogits /= N
-    return float(loss), dlogits
-
-
 # ---------------------------------------------------------------------------------------------
 class CharLSTM:
-    """L stacked LSTM layers of H units and a dense head to V logits, trained with optim.py."""
+    """L stacked LSTM layers of H units and a dense head to V logits, trained with numpy_impl.optim."""
 
     def __init__(self, config, weights, path="cell", formula="pytorch"):
         if path not in PATHS:
@@ -141,16 +153,20 @@ class CharLSTM:
         check_weights(weights, config)
         self.config, self.path, self.formula = config, path, formula
         self.dtype = np.dtype(config.dtype)
-        self.weights = {name: np.array(weights[name], dtype=self.dtype) for name in weights}  # copies
-        self.optimizer = make_optimizer(config, formula)
+        V, H, L = config.vocab_size, config.hidden_size, config.num_layers
+        # params: interchange name -> np.ndarray (copies), updated in place by the optimizer
+        self.params = {name: np.array(weights[name], dtype=self.dtype) for name in weights}
+        self.gate_consts = gate_constants(H, self.dtype)
+        self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.clip = FORMULAS[formula]["clip"]
-        self.gate_consts = gate_constants(config.hidden_size, self.dtype)
         self.reset_state()
 
     def get_weights(self):
-        return {name: w.copy() for name, w in self.weights.items()}
+        """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
+        return {name: p.copy() for name, p in self.params.items()}
 
     def reset_state(self):
+        """Zero the state carried from one train_step to the next (a new epoch)."""
         self.state = self.zero_state(self.config.batch_size)
 
     def zero_state(self, B):
@@ -158,69 +174,80 @@ class CharLSTM:
         return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
     def run(self, x, state):
-        """Forward in time-major layout: logits (T * B, V), the final state, the caches."""
+        """Forward: logits (B, T, V), the new state [(h, c)] per layer, and the caches for backward."""
         x = np.asarray(x)
         B, T = x.shape
-        w, H = self.weights, self.config.hidden_size
+        V, H = self.config.vocab_size, self.config.hidden_size
         if state is None:
             state = self.zero_state(B)
-        xs, caches, new_state = None, [], []
+        state = [(np.asarray(h, self.dtype), np.asarray(c, self.dtype)) for h, c in state]
+        new_state, caches = [], []
         for l, (h, c) in enumerate(state):
-            W_x, W_h, b = w[f"lstm.{l}.W_x"], w[f"lstm.{l}.W_h"], w[f"lstm.{l}.b"]
+            W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
             if l == 0:
                 xz = W_x[x.T]  # (T, B, 4H): one-hot x_t @ W_x is a row gather
             else:
-                xz = (xs.reshape(T * B, H) @ W_x).reshape(T, B, 4 * H)  # every step in one product
-            xz += b
-            hs, cache = lstm_forward(xz, np.asarray(h, self.dtype), np.asarray(c, self.dtype), W_h, self.gate_consts)
+                xz = (hs.reshape(T * B, H) @ W_x).reshape(T, B, 4 * H)  # every step in one product
+            xz += b  # in place: the gather and the product made a new array
+            hs, h, c, cache = lstm_forward(xz, h, c, W_h, self.gate_consts)  # hs (T, B, H)
+            new_state.append((h, c))
             caches.append(cache)
-            new_state.append((hs[T].copy(), cache[1][T].copy()))
-            xs = hs[1:]  # (T, B, H) input of the next layer
-        logits = xs.reshape(T * B, H) @ w["head.W"] + w["head.b"]  # (T * B, V)
-        return logits, new_state, caches
+        logits = (hs.reshape(T * B, H) @ self.params["head.W"] + self.params["head.b"]).reshape(T, B, V)
+        return logits.swapaxes(0, 1), new_state, caches  # (B, T, V) view of time-major rows
+
+    def loss(self, x, y, state):
+        """Mean cross-entropy over all B * T positions, the new state, and what backward needs."""
+        logits, new_state, caches = self.run(x, state)
+        loss, dlogits = cross_entropy(logits, y)
+        return loss, new_state, (dlogits, caches)
 
     def backward(self, x, dlogits, caches):
-        """Gradients of every weight (interchange names) from dlogits (T * B, V) and the caches."""
+        """What autograd does in torch and keras: every weight's gradient, walking run in reverse.
+
+        dlogits: (T * B, V) from cross_entropy; caches: one per layer from run.
+        """
         x = np.asarray(x)
         B, T = x.shape
-        w, H, L = self.weights, self.config.hidden_size, self.config.num_layers
+        V, H, L = self.config.vocab_size, self.config.hidden_size, self.config.num_layers
         N = T * B
-        hs_top = caches[-1][0]
-        grads = {"head.W": hs_top[1:].reshape(N, H).T @ dlogits, "head.b": dlogits.sum(axis=0)}
-        dhs = (dlogits @ w["head.W"].T).reshape(T, B, H)
+        hs = caches[-1][0][1:]  # (T, B, H) from the last layer
+        grads = {"head.W": hs.reshape(N, H).T @ dlogits, "head.b": dlogits.sum(axis=0)}
+        dhs = (dlogits @ self.params["head.W"].T).reshape(T, B, H)
         for l in reversed(range(L)):
-            hs = caches[l][0]
-            dz = lstm_backward(dhs, caches[l], w[f"lstm.{l}.W_h"], self.gate_consts).reshape(N, 4 * H)
+            hs = caches[l][0]  # (T + 1, B, H): the inputs h_{t-1} of W_h
+            dz = lstm_backward(dhs, caches[l], self.params[f"lstm.{l}.W_h"], self.gate_consts).reshape(N, 4 * H)
             grads[f"lstm.{l}.W_h"] = hs[:-1].reshape(N, H).T @ dz  # every step in one product
             grads[f"lstm.{l}.b"] = dz.sum(axis=0)
             if l == 0:
-                one_hot = np.eye(self.config.vocab_size, dtype=self.dtype)[x.T.reshape(N)]  # (N, V)
+                one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(N)]  # (N, V)
                 grads["lstm.0.W_x"] = one_hot.T @ dz  # 10x faster than the scatter-add np.add.at
             else:
                 grads[f"lstm.{l}.W_x"] = caches[l - 1][0][1:].reshape(N, H).T @ dz
-                dhs = (dz @ w[f"lstm.{l}.W_x"].T).reshape(T, B, H)
-        return {name: grads[name] for name in w}
-
-    def loss_and_gradients(self, x, y, state):
-        logits, new_state, caches = self.run(x, state)
-        loss, dlogits = cross_entropy(logits, np.asarray(y).T.reshape(-1))
-        return loss, self.backward(x, dlogits, caches), new_state
+                dhs = (dz @ self.params[f"lstm.{l}.W_x"].T).reshape(T, B, H)
+        return {name: grads[name] for name in self.params}
 
     def forward(self, x, state=None):
-        B, T = np.shape(x)
+        """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
         logits, new_state, _ = self.run(x, state)
-        return logits.reshape(T, B, -1).transpose(1, 0, 2).copy(), new_state  # (B, T, V)
+        return logits.copy(), new_state
 
     def evaluate(self, x, y, state=None):
-        logits, _, _ = self.run(x, state)
-        return cross_entropy(logits, np.asarray(y).T.reshape(-1))[0]
+        """Mean cross-entropy over all B * T positions, a python float; no update."""
+        return self.loss(x, y, state)[0]
 
     def gradients(self, x, y, state=None):
-        return self.loss_and_gradients(x, y, state)[1]
+        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
+        loss, _, cache = self.loss(x, y, state)
+        grads = self.backward(x, *cache)  # by hand: torch and keras differentiate the loss
+        return grads
 
     def train_step(self, x, y):
-        loss, grads, self.state = self.loss_and_gradients(x, y, self.state)
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
+        returns the loss before it and carries the new state (truncated BPTT)."""
+        loss, new_state, cache = self.loss(x, y, self.state)
+        grads = self.backward(x, *cache)
         if self.config.clip_norm > 0:
-            grads, _ = self.clip(grads, self.config.clip_norm)
-        self.optimizer.step(self.weights, grads)
+            grads, _ = self.clip(grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own
+        self.optimizer.step(self.params, grads)
+        self.state = new_state  # plain arrays: no graph to cut
         return loss

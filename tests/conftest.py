@@ -6,7 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+# Tests check numbers, not speed: one thread per process, so that the subprocesses some tests run
+# side by side do not oversubscribe a 2-core CI machine (spinning BLAS threads slow it 10-100x).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+             "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,33 @@ from common.weights import check_weights
 PATHS = ("layer", "cell")
 
 
+# ---------------------------------------------------------------------------------------------
+# torch helpers: the optimizer, and the way out of a tensor
+
+def make_optimizer(config, params):
+    """torch.optim's own optimizer for config.optimizer; clipping is a separate call in train_step.
+
+    Its formulas are numpy_impl.optim's default ("pytorch"): Adam lr * m_hat / (sqrt(v_hat) + eps),
+    Adagrad lr * g / (sqrt(s) + eps).
+    """
+    lr = config.learning_rate
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=0.0, eps=1e-10)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def to_numpy(t):
+    """A numpy copy of tensor t (never a view that a later update would change)."""
+    return t.detach().numpy().copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
+#   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
+# (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
+
 def lstm_step(z, c):
     """One time step: pre-activations z (B, 4H) and the cell state c (B, H) to the new (h, c)."""
     i, f, g, o = z.chunk(4, dim=1)
@@ -26,11 +53,6 @@ def lstm_step(z, c):
     h = o * torch.tanh(c)
     return h, c
 
-
-# ---------------------------------------------------------------------------------------------
-# One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
-#   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
-# (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
 
 def lstm_forward(xz, h, c, W_h):
     """One layer over T steps; autograd records every operation for the backward pass.
@@ -58,122 +80,103 @@ class CharLSTM:
         self.config, self.path = config, path
         self.dtype = getattr(torch, config.dtype)
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        w = {name: torch.tensor(np.asarray(weights[name]), dtype=self.dtype) for name in weights}  # copies
+        # params: interchange name -> torch parameter, in torch's own layout (see interchange)
         if path == "layer":
             self.lstm = nn.LSTM(V, H, num_layers=L, batch_first=True, dtype=self.dtype)
             self.head = nn.Linear(H, V, dtype=self.dtype)
-            with torch.no_grad():  # DESIGN.md's table: torch stores each W transposed, (4H, in_l)
-                for l in range(L):
-                    getattr(self.lstm, f"weight_ih_l{l}").copy_(w[f"lstm.{l}.W_x"].T)
-                    getattr(self.lstm, f"weight_hh_l{l}").copy_(w[f"lstm.{l}.W_h"].T)
-                    getattr(self.lstm, f"bias_ih_l{l}").copy_(w[f"lstm.{l}.b"])
-                    getattr(self.lstm, f"bias_hh_l{l}").zero_()
-                    # frozen at 0: b = bias_ih + bias_hh, and training both would move b twice
-                    # as far as the other frameworks do and count its gradient twice when clipping
-                    getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False)
-                self.head.weight.copy_(w["head.W"].T)
-                self.head.bias.copy_(w["head.b"])
-            params = [p for p in [*self.lstm.parameters(), *self.head.parameters()] if p.requires_grad]
+            self.params = {}
+            for l in range(L):
+                self.params[f"lstm.{l}.W_x"] = getattr(self.lstm, f"weight_ih_l{l}")
+                self.params[f"lstm.{l}.W_h"] = getattr(self.lstm, f"weight_hh_l{l}")
+                self.params[f"lstm.{l}.b"] = getattr(self.lstm, f"bias_ih_l{l}")
+                # frozen at 0: b = bias_ih + bias_hh, and training both would move b twice
+                # as far as the other frameworks do and count its gradient twice when clipping
+                getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False).zero_()
+            self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
         else:
-            self.weights = {name: nn.Parameter(t) for name, t in w.items()}  # interchange layout
-            params = list(self.weights.values())
-        self.params = params
-        lr = config.learning_rate
-        if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=lr)
-        elif config.optimizer == "adagrad":
-            self.optimizer = torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=0.0, eps=1e-10)
-        else:  # lr * m_hat / (sqrt(v_hat) + eps): numpy_impl's default formula
-            self.optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+            self.params = {name: nn.Parameter(torch.empty(np.shape(weights[name]), dtype=self.dtype)) for name in weights}
+        with torch.no_grad():  # a copy into each parameter, through the transposed view if any
+            for name, p in self.params.items():
+                self.interchange(p).copy_(torch.as_tensor(np.asarray(weights[name])))
+        self.optimizer = make_optimizer(config, list(self.params.values()))
         self.reset_state()
 
+    def interchange(self, t):
+        """t in the interchange layout: torch.nn stores each W transposed, (out, in) (DESIGN.md)."""
+        return t.T if self.path == "layer" and t.ndim == 2 else t
+
     def get_weights(self):
-        if self.path == "cell":
-            w = self.weights
-        else:
-            w = {}
-            for l in range(self.config.num_layers):
-                w[f"lstm.{l}.W_x"] = getattr(self.lstm, f"weight_ih_l{l}").T
-                w[f"lstm.{l}.W_h"] = getattr(self.lstm, f"weight_hh_l{l}").T
-                w[f"lstm.{l}.b"] = getattr(self.lstm, f"bias_ih_l{l}") + getattr(self.lstm, f"bias_hh_l{l}")
-            w["head.W"], w["head.b"] = self.head.weight.T, self.head.bias
-        return {name: to_numpy(t) for name, t in w.items()}
+        """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
+        return {name: to_numpy(self.interchange(p)) for name, p in self.params.items()}
 
     def reset_state(self):
+        """Zero the state carried from one train_step to the next (a new epoch)."""
         self.state = self.zero_state(self.config.batch_size)
 
     def zero_state(self, B):
         H = self.config.hidden_size
-        return [(torch.zeros(B, H, dtype=self.dtype), torch.zeros(B, H, dtype=self.dtype))
-                for _ in range(self.config.num_layers)]
+        return [(torch.zeros((B, H), dtype=self.dtype), torch.zeros((B, H), dtype=self.dtype)) for _ in range(self.config.num_layers)]
 
     def run(self, x, state):
-        """Forward, recorded by autograd unless under torch.no_grad(): logits (B, T, V), final state."""
+        """Forward, recorded by autograd: logits (B, T, V) and the new state [(h, c)] per layer."""
         x = torch.as_tensor(np.asarray(x), dtype=torch.long)
         B, T = x.shape
+        V, H = self.config.vocab_size, self.config.hidden_size
         if state is None:
             state = self.zero_state(B)
         state = [(torch.as_tensor(h, dtype=self.dtype), torch.as_tensor(c, dtype=self.dtype)) for h, c in state]
-        if self.path == "layer":
-            h = torch.stack([h for h, _ in state])  # (L, B, H)
-            c = torch.stack([c for _, c in state])
-            xs = F.one_hot(x, self.config.vocab_size).to(self.dtype)  # (B, T, V)
-            hs, (h, c) = self.lstm(xs, (h, c))  # (B, T, H) from the last layer
+        if self.path == "layer":  # nn.LSTM runs all L layers in one call, its state stacked (L, B, H)
+            h, c = torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])
+            hs, (h, c) = self.lstm(F.one_hot(x, V).to(self.dtype), (h, c))  # (B, T, H) from the last layer
             return self.head(hs), list(zip(h.unbind(0), c.unbind(0)))
-        w, new_state = self.weights, []
+        new_state = []
         for l, (h, c) in enumerate(state):
-            W_x, W_h, b = w[f"lstm.{l}.W_x"], w[f"lstm.{l}.W_h"], w[f"lstm.{l}.b"]
+            W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
             if l == 0:
                 xz = W_x[x.T]  # (T, B, 4H): one-hot x_t @ W_x is a row gather
             else:
-                xz = xs @ W_x  # (T, B, 4H): every step in one product
-            xs, h, c = lstm_forward(xz + b, h, c, W_h)
+                xz = (hs.reshape(T * B, H) @ W_x).reshape(T, B, 4 * H)  # every step in one product
+            xz = xz + b  # out of place: in place saved no time under autograd (measured)
+            hs, h, c = lstm_forward(xz, h, c, W_h)  # hs (T, B, H)
             new_state.append((h, c))
-        logits = xs @ w["head.W"] + w["head.b"]  # (T, B, V)
-        return logits.transpose(0, 1), new_state
+        logits = (hs.reshape(T * B, H) @ self.params["head.W"] + self.params["head.b"]).reshape(T, B, V)
+        return logits.swapaxes(0, 1), new_state  # (B, T, V) view of time-major rows
 
     def loss(self, x, y, state):
         """Mean cross-entropy over all B * T positions (a tensor autograd can differentiate), new state."""
         logits, new_state = self.run(x, state)
         y = torch.as_tensor(np.asarray(y), dtype=torch.long)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), new_state
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return loss, new_state
 
     def forward(self, x, state=None):
-        with torch.no_grad():
+        """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
+        with torch.no_grad():  # nothing to differentiate: autograd records nothing
             logits, new_state = self.run(x, state)
         return to_numpy(logits), [(to_numpy(h), to_numpy(c)) for h, c in new_state]
 
     def evaluate(self, x, y, state=None):
+        """Mean cross-entropy over all B * T positions, a python float; no update."""
         with torch.no_grad():
             return self.loss(x, y, state)[0].item()
 
     def gradients(self, x, y, state=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss(x, y, state)[0].backward()
-        if self.path == "cell":
-            grads = {name: p.grad for name, p in self.weights.items()}
-        else:
-            grads = {}
-            for l in range(self.config.num_layers):
-                grads[f"lstm.{l}.W_x"] = getattr(self.lstm, f"weight_ih_l{l}").grad.T
-                grads[f"lstm.{l}.W_h"] = getattr(self.lstm, f"weight_hh_l{l}").grad.T
-                grads[f"lstm.{l}.b"] = getattr(self.lstm, f"bias_ih_l{l}").grad  # = dloss/db
-            grads["head.W"], grads["head.b"] = self.head.weight.grad.T, self.head.bias.grad
-        grads = {name: to_numpy(g) for name, g in grads.items()}
+        loss, _ = self.loss(x, y, state)
+        loss.backward()  # autograd fills p.grad: the whole of numpy's backward
+        grads = {name: to_numpy(self.interchange(p.grad)) for name, p in self.params.items()}
         self.optimizer.zero_grad(set_to_none=True)
         return grads
 
     def train_step(self, x, y):
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
+        returns the loss before it and carries the new state (truncated BPTT)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss, new_state = self.loss(x, y, self.state)
         loss.backward()
         if self.config.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm)
         self.optimizer.step()
-        self.state = [(h.detach(), c.detach()) for h, c in new_state]  # truncated BPTT: cut the graph here
+        self.state = [(h.detach(), c.detach()) for h, c in new_state]  # cut the graph here
         return loss.item()
-
-
-def to_numpy(t):
-    """A numpy copy of tensor t (never a view that a later update would change)."""
-    return t.detach().numpy().copy()
