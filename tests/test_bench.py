@@ -193,7 +193,8 @@ def test_a_failing_implementation_is_recorded_and_the_others_run(tmp_path):
     (["--paths", "stacked"], "unknown path 'stacked'"),
     (["--frameworks", "numpy", "--paths", "layer"], "numpy has only cell"),
     (["--dtype", "float16"], "--dtype"),
-    (["--learning-rate", "-1"], "learning_rate must be greater than 0"),
+    (["--learning-rate", "-1"], "--learning-rate"),
+        (["--clip-norm", "-1"], "clip_norm must be 0"),
     (["--corpus", "no/such/file.txt"], "no corpus file"),
 ])
 def test_bad_flags_are_refused_in_one_line(args, words, tmp_path):
