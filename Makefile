@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test bench bench-quick diff clean
+.PHONY: test bench bench-quick bench-levers diff clean
 
 # The venv is rebuilt whenever the pinned requirements or the project metadata change.
 $(VENV): requirements.txt pyproject.toml
@@ -25,6 +25,13 @@ bench-quick: $(VENV)
 	$(PY) -m benchmarks.run --quick --out bench-quick
 	$(PY) -m benchmarks.report bench-quick
 	@echo "Report: bench-quick/REPORT.md"
+
+# Each speed lever before and after, and every implementation at 1 and 2 threads (~5 min on 2
+# idle cores), into results/ next to `make bench`'s files (run that first: the report needs them).
+bench-levers: $(VENV)
+	$(PY) -m benchmarks.levers --out results
+	$(PY) -m benchmarks.report results
+	@echo "Report: results/REPORT.md"
 
 # The three model.py files side by side: each differing line is a framework difference.
 diff:

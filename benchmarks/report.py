@@ -3,8 +3,8 @@
     python -m benchmarks.report results           # writes results/REPORT.md and results/*.png
 
 Reads summary.csv, steps.csv, sweep.csv, gemm.csv, environment.json, samples.txt and, when
-present, levers.csv (lever, impl, before_chars_per_s, after_chars_per_s, note: the speed-ups
-that were tried, for the "What made it fast" section).
+present, levers.csv and threads.csv from `python -m benchmarks.levers` (the speed levers tried,
+before and after, for "What made it fast"; every implementation at 1 and 2 threads).
 """
 
 import argparse
@@ -19,9 +19,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.flops import FORMULA  # noqa: E402
+from benchmarks.flops import FORMULA, flops_per_char  # noqa: E402
 
 REFERENCE = "torch-layer"  # throughput ratios are against this implementation
+CLIFF = 1.15  # a slowdown this many times steeper than the FLOPs' growth is called out as a cliff
 DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]  # curves that coincide stay visible
 
 
@@ -167,6 +168,42 @@ def read_samples(path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Reading the sweep: where throughput falls faster than the FLOPs grow
+
+def sweep_reading(piv, V, L):
+    """Markdown lines: each implementation's slowdown between consecutive hidden sizes next to the
+    growth of the FLOPs per character, and the steps that are steeper than the FLOPs explain."""
+    if missing(V) or missing(L) or piv.empty or len(piv.index) < 2:
+        return []
+    sizes = sorted(piv.index)
+    rows, cliffs = [], []
+    for impl in piv.columns:
+        for H1, H2 in zip(sizes, sizes[1:]):
+            s1, s2 = piv.loc[H1, impl], piv.loc[H2, impl]
+            if missing(s1) or missing(s2):
+                continue
+            slow, grow = s1 / s2, flops_per_char(int(V), H2, int(L)) / flops_per_char(int(V), H1, int(L))
+            rows.append({"impl": f"`{impl}`", "step": f"{H1} → {H2}", "slow": f"{slow:.2f}x",
+                         "grow": f"{grow:.2f}x", "rate": f"{grow / slow:.2f}"})
+            if slow > CLIFF * grow:
+                cliffs.append(f"`{impl}` falls {slow:.1f}x from {H1} to {H2} where the FLOPs grow {grow:.1f}x")
+    if not rows:
+        return []
+    lines = ["## Throughput against hidden size: reading the curve", "",
+             "If a step cost only its FLOPs, throughput would fall exactly as the FLOPs per character grow "
+             "(about 4x per doubling of H once H is large). Slowdown = chars/s at the smaller size / chars/s "
+             "at the larger; FLOP rate kept = FLOP growth / slowdown (1 = the machine does the extra work at "
+             "the same rate; above 1 = small sizes were overhead-bound; below 1 = each FLOP got dearer).", "",
+             md_table(rows, [("impl", "implementation"), ("step", "H"), ("slow", "slowdown"),
+                             ("grow", "FLOPs grow"), ("rate", "FLOP rate kept")]), ""]
+    if cliffs:
+        lines.append(f"Steeper than the FLOPs explain (by more than {CLIFF:g}x): " + "; ".join(cliffs) + ".")
+    else:
+        lines.append(f"No step is steeper than the FLOPs explain (by more than {CLIFF:g}x).")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # The report
 
 HOW_TO_READ = """\
@@ -217,6 +254,7 @@ def write_report(out):
     env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
     samples = read_samples(out / "samples.txt")
     levers = read_csv(out / "levers.csv")
+    threads = read_csv(out / "threads.csv")
 
     images = {
         "loss": plot_losses(steps, out),
@@ -310,6 +348,7 @@ def write_report(out):
         if not failed.empty:
             md.append("\nNot measured: " + "; ".join(
                 f"`{r['impl']}` H={r['hidden_size']}: {r['status']}" for r in failed.to_dict("records")) + ".")
+        md += ["", *sweep_reading(piv, c.get("vocab_size"), c.get("num_layers"))]
         md.append("")
 
     # Start-up and memory
@@ -332,17 +371,34 @@ def write_report(out):
             f"**{fmt(peak, '.1f')} GFLOP/s**. Share of peak = chars/s x FLOPs per character / peak.")
     md.append("")
 
-    # Levers
+    # Levers and threads (python -m benchmarks.levers)
     if not levers.empty:
+        if "ratio" not in levers:  # a hand-written levers.csv may leave it out
+            levers["ratio"] = levers["after_chars_per_s"] / levers["before_chars_per_s"]
         rows = [{**r, "before": fmt(r.get("before_chars_per_s")), "after": fmt(r.get("after_chars_per_s")),
-                 "gain": fmt(r["after_chars_per_s"] / r["before_chars_per_s"], ".2f", "x")
-                 if not missing(r.get("before_chars_per_s")) and r["before_chars_per_s"] else "–",
-                 "impl": f"`{r.get('impl')}`", "note": "" if missing(r.get("note")) else r.get("note")}
+                 "ratio": fmt(r.get("ratio"), ".2f", "x"), "impl": f"`{r.get('impl')}`",
+                 "kept": "" if missing(r.get("kept")) else r.get("kept"),
+                 "note": "" if missing(r.get("note")) else r.get("note")}
                 for r in levers.to_dict("records")]
         md += ["## What made it fast", "",
-               "Each lever measured on its own: throughput before and after, other things equal.", "",
+               "Each lever measured on its own, in its own worker processes (`python -m benchmarks.levers`): "
+               "\"before\" is the simpler code a first version would have had, made by patching the shipped "
+               "module in the worker (benchmarks/levers.py), \"after\" the faster one; ratio = after / before; "
+               "kept = whether the shipped code uses \"after\". Both sides start from the same weights and "
+               "batches, and their losses over the first and warm-up steps agree to 1e-4 (the note says so).", "",
                md_table(rows, [("lever", "lever"), ("impl", "implementation"), ("before", "before chars/s"),
-                               ("after", "after chars/s"), ("gain", "gain"), ("note", "note")]), ""]
+                               ("after", "after chars/s"), ("ratio", "ratio"), ("kept", "kept"), ("note", "note")]), ""]
+    if not threads.empty:
+        piv = threads.pivot_table(index="impl", columns="threads", values="chars_per_s", sort=False)
+        lo, hi = min(piv.columns), max(piv.columns)
+        rows = [{"impl": f"`{impl}`", **{n: fmt(piv.loc[impl, n]) for n in piv.columns},
+                 "ratio": fmt(piv.loc[impl, hi] / piv.loc[impl, lo], ".2f", "x")} for impl in piv.index]
+        md += [f"## Throughput at {lo} and {hi} threads", "",
+               md_table(rows, [("impl", "implementation")] + [(n, f"chars/s, {n} thread{'s' * (n > 1)}")
+                                                              for n in piv.columns]
+                        + [("ratio", f"{hi} threads / {lo}")]), "",
+               "Each implementation in its own process with every thread pool (BLAS, OpenMP, TensorFlow's) "
+               "set to that count; same configuration and steps as the lever runs.", ""]
 
     # Samples
     if samples:
