@@ -425,6 +425,9 @@ def write_report(out):
         ("BLAS (numpy)", "; ".join(f"{p.get('internal_api')} {p.get('version')} "
                                    f"({p.get('threading_layer')}, {p.get('architecture')}, "
                                    f"{p.get('num_threads')} threads)" for p in pools) or "?"),
+        ("OpenBLAS pinned", "not recorded" if "openblas_env" not in env.get("blas", {}) else
+         ", ".join(f"{k}={v}" for k, v in env["blas"]["openblas_env"].items())
+         or "no (OpenBLAS chose its kernel for this CPU)"),
         ("devices", ", ".join(f"{k}: {v}" for k, v in env.get("devices", {}).items())),
         ("git commit", f"{git.get('commit')}{' (with uncommitted changes)' if git.get('dirty') else ''}"),
         ("data", f"{data.get('corpus')}: {data.get('chars', 0):,} characters, V={data.get('vocab_size')}, "

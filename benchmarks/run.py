@@ -377,7 +377,10 @@ def blas_info(threads):
         build = np.show_config(mode="dicts").get("Build Dependencies", {})
     except Exception:  # older numpy prints instead of returning
         build = {}
-    return {"threadpools": pools, "numpy_build": build}
+    # OPENBLAS_CORETYPE pins OpenBLAS to one kernel (some shared machines set it); the threadpool's
+    # "architecture" says which kernel numpy's matrix products really ran on
+    pinned = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    return {"threadpools": pools, "numpy_build": build, "openblas_env": pinned}
 
 
 def environment(plan, results, gemm):
