@@ -151,14 +151,14 @@ def torch_compile_step(framework, path, info):
 def keras_xla_off(framework, path, info):
     """Before: the train step in a tf.function without XLA."""
     import keras_impl.model as m
-    info["shipped"] = not getattr(m, "JIT_COMPILE", False)
+    info["shipped"] = not getattr(m, "JIT_COMPILE", {}).get(path, False)
     return {"jit_compile": False}
 
 
 def keras_xla_on(framework, path, info):
     """After: the train step in a tf.function(jit_compile=True), XLA asked for explicitly."""
     import keras_impl.model as m
-    info["shipped"] = bool(getattr(m, "JIT_COMPILE", False))
+    info["shipped"] = bool(getattr(m, "JIT_COMPILE", {}).get(path, False))
     return {"jit_compile": True}
 
 

@@ -27,14 +27,20 @@ PATHS = ("layer", "cell")
 # ---------------------------------------------------------------------------------------------
 # keras helpers: the optimizer, the graph compiler's switch, and the way out of a sparse gradient
 
-# XLA (tf.function(jit_compile=True)) stays off: a documented choice. Measured at V=65, H=256,
-# L=2, B=32, T=64, float32, Adam, 2 threads, on a 2-core CPU shared with other jobs (so +-50 %):
-#   layer  no XLA  13-22k chars/s, 2.3 s to the first step   (XLA: 13.6k, 8.5 s; unroll=True: 8.3k, 12 s)
-#   cell   no XLA  18-20k chars/s, 1-2 s  with keras.ops.scan (XLA cannot compile its TensorArray loop)
-#          a python loop unrolled at trace time: 9-15k, 3 s; with XLA 4.4k and 34 s to compile.
-# XLA saved ~15 % CPU time per layer-path step but cost seconds of compiling, so the default is
-# off; `CharLSTM(..., path="layer", jit_compile=True)` turns it on.
-JIT_COMPILE = False
+# XLA (tf.function(jit_compile=True)) on the train step: a documented choice, on for the cell
+# path, off for the layer path. Measured at V=65, H=256, L=2, B=32, T=64, float32, Adam, 2 threads,
+# in one process, models interleaved step by step (median of 20 steps; the 2-core machine was
+# shared, load ~3.5, so most steps ran on one core: compare the CPU ms per step):
+#   cell   keras.ops.scan, no XLA               14.8k chars/s, 139 ms CPU/step (XLA cannot compile it)
+#          tf.while_loop + TensorArrays, no XLA 15.7k,         131 ms
+#          the same with XLA (shipped)          17.6k,         117 ms; 28.5k on 2 free cores;
+#                                               benchmarks.run: 16.6k, 5.0 s to the first step
+#                                               compiling adds ~0.6 s to the first step
+#   layer  keras.layers.LSTM, no XLA (shipped)  13.8k,         148 ms; 2-4 s to the first step
+#          with XLA 13.6k and 8.5 s to compile; unroll=True 8.3k, 12 s
+# XLA keeps float64 exact (the float64 tests pass with it). `CharLSTM(..., jit_compile=False)`
+# turns it off, `jit_compile=True` turns it on for the layer path.
+JIT_COMPILE = {"layer": False, "cell": True}
 
 
 def make_optimizer(config):
@@ -104,28 +110,39 @@ class LSTMLayer(keras.layers.Layer):
             xz = ops.matmul(x, self.W_x)  # (B, T, 4H): every step in one product
         xz = xz + self.b  # TensorFlow tensors are immutable: no in place
 
-        def step(carry, xz_t):  # one time step: (h, c) and xz[:, t] (B, 4H) -> new (h, c)
-            h, c = carry
-            z = xz_t + ops.matmul(h, self.W_h)  # (B, 4H)
+        H, T = self.units, xz.shape[1]
+
+        # The loop over T is tf.while_loop with fixed-size TensorArrays, not keras.ops.scan: XLA
+        # cannot compile ops.scan on TensorFlow (its carry lives in a TensorArray rewritten every
+        # step), nor keras.ops.fori_loop writing into a preallocated (T, B, H) tensor (no gradient
+        # for XLA's dynamic-update-slice). keras.ops has no loop that does both, hence tf here.
+        xz = tf.TensorArray(xz.dtype, size=T, element_shape=h.shape[:1] + (4 * H,)).unstack(
+            ops.swapaxes(xz, 0, 1))  # T slices (B, 4H), time-major
+        hs = tf.TensorArray(h.dtype, size=T, element_shape=h.shape)  # T slices (B, H)
+
+        def step(t, h, c, hs):  # one time step: (h, c) -> new (h, c), h written to hs[t]
+            z = xz.read(t) + ops.matmul(h, self.W_h)  # (B, 4H)
             i, f, g, o = ops.split(z, 4, axis=-1)
+            # (one ops.sigmoid over all of z and tanh on the g slice only measured no faster)
             i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
             c = f * c + i * g
             h = o * ops.tanh(c)
-            return (h, c), (h, c)  # ops.scan on TensorFlow stacks outputs shaped like the carry
+            return t + 1, h, c, hs.write(t, h)
 
-        (h, c), (hs, _) = ops.scan(step, (h, c), ops.swapaxes(xz, 0, 1))  # a loop over T, time-major
-        return ops.swapaxes(hs, 0, 1), h, c  # (B, T, H), (B, H), (B, H)
+        _, h, c, hs = tf.while_loop(lambda t, *_: t < T, step, (0, h, c, hs), maximum_iterations=T)
+        return ops.swapaxes(hs.stack(), 0, 1), h, c  # (B, T, H), (B, H), (B, H)
 
 
 # ---------------------------------------------------------------------------------------------
 class CharLSTM:
     """L stacked LSTM layers of H units and a dense head to V logits, trained with keras.optimizers."""
 
-    def __init__(self, config, weights, path="layer", jit_compile=JIT_COMPILE):
+    def __init__(self, config, weights, path="layer", jit_compile=None):
         if path not in PATHS:
             raise ConfigError(f"keras has no path {path!r}; choose one of {', '.join(PATHS)}.")
         check_weights(weights, config)
         self.config, self.path = config, path
+        jit_compile = JIT_COMPILE[path] if jit_compile is None else jit_compile  # XLA: see JIT_COMPILE
         self.dtype = config.dtype
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
         # params: interchange name -> keras Variable; Keras stores W as (in_l, 4H) too (DESIGN.md)
