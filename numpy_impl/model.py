@@ -138,7 +138,7 @@ def lstm_backward(dhs, cache, W_h, gate_consts):
         np.multiply(dc, i, out=dg)
         dc_next = dc * f
         dz[t] *= dgates_dz[t]  # through the sigmoids and the tanh
-        np.matmul(dz[t], W_h.T, out=dh_next)  # not np.dot: with out= and W_h.T it leaves BLAS, 50x slower
+        np.matmul(dz[t], W_h.T, out=dh_next)  # (B, H) written in place, no new array per step
     return dz
 
 
@@ -220,7 +220,7 @@ class CharLSTM:
             grads[f"lstm.{l}.b"] = dz.sum(axis=0)
             if l == 0:
                 one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(N)]  # (N, V)
-                grads["lstm.0.W_x"] = one_hot.T @ dz  # 10x faster than the scatter-add np.add.at
+                grads["lstm.0.W_x"] = one_hot.T @ dz  # a BLAS product: 1.18x the whole step against np.add.at
             else:
                 grads[f"lstm.{l}.W_x"] = caches[l - 1][0][1:].reshape(N, H).T @ dz
                 dhs = (dz @ self.params[f"lstm.{l}.W_x"].T).reshape(T, B, H)
