@@ -34,13 +34,12 @@ import time
 import traceback
 from pathlib import Path
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+from common.frameworks import THREAD_VARIABLES
 
 
 def thread_env(threads):
     """Environment variables that fix every thread pool to `threads` (read at library import)."""
-    env = {name: str(threads) for name in THREAD_VARS}
+    env = {name: str(threads) for name in THREAD_VARIABLES}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")  # quiet TF; Keras on TF
     return env
 

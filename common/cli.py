@@ -25,11 +25,9 @@ import numpy as np
 from common.batches import Batches, split, training_steps
 from common.config import add_config_args, config_from_args
 from common.errors import CheckpointError, ConfigError, RosettaError
-from common.frameworks import FRAMEWORKS, check_framework, make_model
+from common.frameworks import FRAMEWORKS, THREAD_VARIABLES, check_framework, make_model
 
 VAL_BATCHES = 20  # validation loss: the mean over at most this many batches of the val text
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ FRAMEWORKS = {"numpy": "numpy_impl.model", "torch": "torch_impl.model", "keras":
 PATHS = {"numpy": ("cell",), "torch": ("layer", "cell"), "keras": ("layer", "cell")}
 DEFAULT_PATH = {"numpy": "cell", "torch": "layer", "keras": "layer"}
 PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "tensorflow-cpu and keras"}
+# Environment variables every framework's thread pools read at import (BLAS, OpenMP, TensorFlow)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 def check_framework(framework, path=None):

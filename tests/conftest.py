@@ -8,8 +8,9 @@ from pathlib import Path
 
 # Tests check numbers, not speed: one thread per process, so that the subprocesses some tests run
 # side by side do not oversubscribe a 2-core CI machine (spinning BLAS threads slow it 10-100x).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+from common.frameworks import THREAD_VARIABLES  # noqa: E402  (imports no framework, nor numpy)
+
+for _var in THREAD_VARIABLES:
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
