@@ -78,7 +78,33 @@ def numpy_scatter_dW_x(framework, path, info):
         raise ConfigError("numpy_impl.model.CharLSTM.backward has no one-hot line; update benchmarks/levers.py.")
     m.levers_scatter_add_rows = scatter_add_rows
     patch_source(m, "CharLSTM.backward", [(r"^[ \t]*one_hot = .*\n", ""),
-                                          (r"one_hot\.T @ dz", f"levers_scatter_add_rows({ids.group(1)}, dz, V)")])
+                                          (r"one_hot\.T @ dz_all\.T", f"levers_scatter_add_rows({ids.group(1)}, dz_all.T, V)")])
+
+
+ROWS_COMMIT = "c38c990"  # the last commit whose cell paths kept the state as rows, h (B, H)
+
+
+def previous_version(module_name, commit, info):
+    """Run `module_name` as it was at `commit` (git show): for a lever that changed the layout of a
+    whole file, where patching single lines cannot give the "before". Needs the git history."""
+    import importlib
+    import subprocess
+    path = module_name.replace(".", "/") + ".py"
+    shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=Path(__file__).resolve().parents[1],
+                           capture_output=True, text=True)
+    if shown.returncode:
+        raise ConfigError(f"this lever's 'before' is {path} at commit {commit} and needs the git history; "
+                          f"run it in a full clone (git fetch --unshallow).")
+    module = importlib.import_module(module_name)
+    exec(compile(shown.stdout, f"<{path} at {commit}>", "exec"), module.__dict__)
+    info["before_commit"] = commit
+
+
+def numpy_rows(framework, path, info):
+    """Before: numpy_impl/model.py at ROWS_COMMIT, the state as rows: h (B, H) @ W_h, dz @ W_h^T, and
+    the gate derivatives of all steps computed in one pass before the loop (after: columns,
+    W_h^T @ h and W_h @ dz, the derivatives step by step while the gates are in cache)."""
+    previous_version("numpy_impl.model", ROWS_COMMIT, info)
 
 
 def numpy_dot_out(framework, path, info):
@@ -96,17 +122,17 @@ def sigmoid(z):
 def plain_activate_gates(z, scale, shift):
     """The first version: sigmoid on i, f, o and tanh on g, slice by slice (scale, shift unused)."""
     import numpy as np
-    H = z.shape[-1] // 4
-    z[..., :2 * H] = sigmoid(z[..., :2 * H])
-    z[..., 2 * H:3 * H] = np.tanh(z[..., 2 * H:3 * H])
-    z[..., 3 * H:] = sigmoid(z[..., 3 * H:])
+    H = z.shape[-2] // 4  # gates stacked as rows (4H, B)
+    z[..., :2 * H, :] = sigmoid(z[..., :2 * H, :])
+    z[..., 2 * H:3 * H, :] = np.tanh(z[..., 2 * H:3 * H, :])
+    z[..., 3 * H:, :] = sigmoid(z[..., 3 * H:, :])
 
 
 def plain_gate_derivatives(gates, scale, shift):
     """a * (1 - a) for the sigmoids, 1 - a^2 for the tanh, as two separate expressions."""
-    H = gates.shape[-1] // 4
+    H = gates.shape[-2] // 4
     d = gates * (1 - gates)
-    d[..., 2 * H:3 * H] = 1 - gates[..., 2 * H:3 * H] ** 2
+    d[..., 2 * H:3 * H, :] = 1 - gates[..., 2 * H:3 * H, :] ** 2
     return d
 
 
@@ -168,6 +194,7 @@ def keras_xla_on(framework, path, info):
 
 LEVERS = [
     ("one-hot product for layer 0's dW_x (before: np.add.at scatter)", "numpy-cell", "numpy_scatter_dW_x", None, "yes"),
+    ("state as columns, W_h^T @ h (before: rows, h @ W_h; model.py at c38c990)", "numpy-cell", "numpy_rows", None, "yes"),
     ("np.matmul(out=) in the recurrent loops (before: np.dot(out=))", "numpy-cell", "numpy_dot_out", None, "yes"),
     ("all four gates from one np.tanh (before: sigmoid and tanh per slice)", "numpy-cell", "numpy_plain_gates", None, "yes"),
     ("nn.LSTM on oneDNN (before: torch.backends.mkldnn off)", "torch-layer", "torch_onednn_off", None, "yes"),

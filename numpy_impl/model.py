@@ -1,6 +1,7 @@
 """numpy character-level LSTM with the backward pass written by hand (min-char-rnn, CS231n).
 What matters in numpy: nothing records the forward pass, so lstm_forward keeps a cache of what
-it computed and lstm_backward walks it in reverse, one chain-rule step per line.
+it computed and lstm_backward walks it in reverse, one chain-rule step per line. And the layout is
+ours to choose: inside, each text stream is a column, h (H, B), as in min-char-rnn (see "Columns").
 
     model = CharLSTM(config, init_weights(config))     # path="cell" is the only path
     loss = model.train_step(x, y)                       # x, y: int (B, T)
@@ -22,47 +23,53 @@ PATHS = ("cell",)
 def cross_entropy(logits, y):
     """(loss, dlogits): mean cross-entropy over all B * T positions and its gradient.
 
-    logits (B, T, V), a view of the time-major rows run computed; y int (B, T).
-    dlogits comes back as those rows, (T * B, V), the layout backward walks.
+    logits (B, T, V), a view of the (T, V, B) columns run computed; y int (B, T).
+    dlogits comes back as those columns, (T, V, B), the layout backward walks.
     """
-    logits = logits.swapaxes(0, 1).reshape(-1, logits.shape[-1])  # (T * B, V), no copy
-    y = np.asarray(y).T.reshape(-1)
-    N = len(y)
+    logits = logits.transpose(1, 2, 0)  # (T, V, B), no copy
+    T, V, B = logits.shape
+    t, y, b = np.arange(T)[:, None], np.asarray(y).T, np.arange(B)  # (T, B) indices of the targets
     shifted = logits - logits.max(axis=1, keepdims=True)  # stable: exp never overflows
     e = np.exp(shifted)
-    total = e.sum(axis=1)
-    log_p = shifted[np.arange(N), y] - np.log(total)  # (N,) log-probability of each target
+    total = e.sum(axis=1)  # (T, B)
+    log_p = shifted[t, y, b] - np.log(total)  # (T, B) log-probability of each target
     loss = -log_p.mean()
-    dlogits = e / total[:, None]  # softmax
-    dlogits[np.arange(N), y] -= 1
-    dlogits /= N
+    dlogits = e / total[:, None, :]  # softmax
+    dlogits[t, y, b] -= 1
+    dlogits /= T * B
     return float(loss), dlogits
 
 
 def split_gates(a):
-    """The four (B, H) views i, f, g, o of a (B, 4H) array."""
-    H = a.shape[-1] // 4
-    return a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+    """The four (H, B) row blocks i, f, g, o of a (4H, B) array (views; also of (T, 4H, B))."""
+    H = a.shape[-2] // 4
+    return a[..., :H, :], a[..., H:2 * H, :], a[..., 2 * H:3 * H, :], a[..., 3 * H:, :]
+
+
+def over_time(a):
+    """(T, n, B) -> (n, T * B), every step's columns side by side (a copy): a weight gradient
+    summed over all steps is then one product, not T small ones."""
+    return a.transpose(1, 0, 2).reshape(a.shape[1], -1)
 
 
 # ---------------------------------------------------------------------------------------------
 # speed helpers: what each buys (torch and keras leave this to their kernels)
 
 def gate_constants(H, dtype):
-    """(scale, shift), each (4H,): sigmoid on i, f, o and tanh on g from ONE np.tanh over z.
+    """(scale, shift), each (4H, 1): sigmoid on i, f, o and tanh on g from ONE np.tanh over z.
 
     sigmoid(z) = 0.5 * tanh(0.5 * z) + 0.5, so a = scale * tanh(scale * z) + shift gives every
     gate with scale 0.5 and shift 0.5 on i, f, o, and scale 1, shift 0 on g. One transcendental
-    over (B, 4H) instead of exp, add and divide on three slices plus tanh on the fourth.
+    over (4H, B) instead of exp, add and divide on three slices plus tanh on the fourth.
     """
-    scale = np.full(4 * H, 0.5, dtype=dtype)
+    scale = np.full((4 * H, 1), 0.5, dtype=dtype)  # a column: the same for every stream
     scale[2 * H:3 * H] = 1.0
     shift = np.where(scale == 0.5, scale, 0).astype(dtype)
     return scale, shift
 
 
 def activate_gates(z, scale, shift):
-    """In place: z (B, 4H) of pre-activations becomes the gates i, f, g, o (see gate_constants)."""
+    """In place: z (4H, B) of pre-activations becomes the gates i, f, g, o (see gate_constants)."""
     z *= scale
     np.tanh(z, out=z)
     z *= scale
@@ -70,75 +77,80 @@ def activate_gates(z, scale, shift):
 
 
 def gate_derivatives(gates, scale, shift):
-    """d gate / d z from the gates themselves, one pass over all steps (see gate_constants):
+    """d gate / d z from the gates themselves (see gate_constants):
     a * (1 - a) for the sigmoids i, f, o and 1 - a^2 for the tanh g, i.e. a * (P - a) + Q with
     P = 2 * shift (1 on i, f, o; 0 on g) and Q = 1 - P."""
     P = 2 * shift
-    d = P - gates  # one (T, B, 4H) temporary, then in place
+    d = P - gates  # one temporary, then in place
     d *= gates
     d += 1 - P
     return d
 
 
 # ---------------------------------------------------------------------------------------------
-# One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
+# Columns: numpy keeps each text stream as a column, h_t (H, B), z_t (4H, B), as min-char-rnn does
+# for its one stream; torch and keras keep rows, h_t (B, H). The numbers are the same (z_t here is
+# their z_t transposed); what changes is the matrix product BLAS is asked for. OpenBLAS computes
+# W_h^T (4H, H) @ h (H, B) about twice as fast as h (B, H) @ W_h (H, 4H) on this machine: 43
+# against 95 us at H=256, B=32, 2 threads (SkylakeX kernel), and dh alike, 47 against 112 us.
+# The recurrent products are most of a step, so the whole step gains (benchmarks/levers.py).
+
+# One LSTM layer: gates i, f, g, o stacked (4H rows here; torch and keras: 4H columns)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
 # (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
 
 def lstm_forward(xz, h, c, W_h, gate_consts):
     """One layer over T steps; the cache keeps what lstm_backward needs.
 
-    xz: (T, B, 4H) x_t @ W_x + b for all steps at once (the input does not depend on h)
-    h, c: (B, H) initial state; W_h: (H, 4H); gate_consts: gate_constants(H, dtype).
-    Returns hs (T, B, H) with hs[t] = h_t, the last h, c, and the cache for lstm_backward.
+    xz: (T, 4H, B) x_t @ W_x + b for all steps at once (the input does not depend on h)
+    h, c: (H, B) initial state; W_h: (H, 4H); gate_consts: gate_constants(H, dtype).
+    Returns hs (T, H, B) with hs[t] = h_t, the last h, c (views), and the cache for lstm_backward.
     """
-    T, B, H4 = xz.shape
+    T, H4, B = xz.shape
     H = H4 // 4
-    hs = np.empty((T + 1, B, H), dtype=xz.dtype)  # hs[0] = h, hs[t + 1] = h_t
-    cs = np.empty((T + 1, B, H), dtype=xz.dtype)
-    gates = np.empty((T, B, 4 * H), dtype=xz.dtype)  # i, f, g, o after their nonlinearities
-    tanh_cs = np.empty((T, B, H), dtype=xz.dtype)
+    W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): a transposed view would cost the product 1.4x
+    hs = np.empty((T + 1, H, B), dtype=xz.dtype)  # hs[0] = h, hs[t + 1] = h_t
+    cs = np.empty((T + 1, H, B), dtype=xz.dtype)
+    gates = np.empty((T, 4 * H, B), dtype=xz.dtype)  # i, f, g, o after their nonlinearities
+    tanh_cs = np.empty((T, H, B), dtype=xz.dtype)
     hs[0], cs[0] = h, c
     for t in range(T):
         z = gates[t]
-        np.matmul(hs[t], W_h, out=z)  # (B, 4H)
+        np.matmul(W_hT, hs[t], out=z)  # (4H, B): h_{t-1} @ W_h, as columns
         z += xz[t]
         activate_gates(z, *gate_consts)
         i, f, g, o = split_gates(z)
         cs[t + 1] = f * cs[t] + i * g
         np.tanh(cs[t + 1], out=tanh_cs[t])
         np.multiply(o, tanh_cs[t], out=hs[t + 1])
-    return hs[1:], hs[T].copy(), cs[T].copy(), (hs, cs, gates, tanh_cs)
+    return hs[1:], hs[T], cs[T], (hs, cs, gates, tanh_cs)
 
 
 def lstm_backward(dhs, cache, W_h, gate_consts):
     """Backward through one layer, from the last step to the first.
 
-    dhs: (T, B, H) gradient of the loss reaching each h_t from above (the head or the next layer)
-    Returns dz (T, B, 4H), the gradient at the pre-activations of every step; the weight
+    dhs: (T, H, B) gradient of the loss reaching each h_t from above (the head or the next layer)
+    Returns dz (T, 4H, B), the gradient at the pre-activations of every step; the weight
     gradients are then one product each over all steps. The loss does not see the final state,
     so dh_next and dc_next start at zero; the initial state is a constant (truncated BPTT).
     """
     _, cs, gates, tanh_cs = cache
-    T, B, H = dhs.shape
-    dgates_dz = gate_derivatives(gates, *gate_consts)  # (T, B, 4H) for all steps at once
-    dc_dh = 1 - tanh_cs ** 2  # (T, B, H) then o * tanh'(c)
-    dc_dh *= gates[:, :, 3 * H:]
-    dz = np.empty_like(gates)  # (T, B, 4H); its slices di, df, dg, do are written in place
-    dh_next = np.zeros((B, H), dtype=dhs.dtype)
-    dc_next = np.zeros((B, H), dtype=dhs.dtype)
+    T, H, B = dhs.shape
+    dz = np.empty_like(gates)  # (T, 4H, B); its blocks di, df, dg, do are written in place
+    dh_next = np.zeros((H, B), dtype=dhs.dtype)
+    dc_next = np.zeros((H, B), dtype=dhs.dtype)
     for t in reversed(range(T)):
         i, f, g, o = split_gates(gates[t])
         di, df, dg, do = split_gates(dz[t])
-        dh = dhs[t] + dh_next  # (B, H) from above and from step t + 1
+        dh = dhs[t] + dh_next  # (H, B) from above and from step t + 1
         np.multiply(dh, tanh_cs[t], out=do)
-        dc = dc_next + dh * dc_dh[t]
+        dc = dc_next + dh * o * (1 - tanh_cs[t] ** 2)  # from step t + 1 and through h_t = o * tanh(c_t)
         np.multiply(dc, g, out=di)
         np.multiply(dc, cs[t], out=df)
         np.multiply(dc, i, out=dg)
         dc_next = dc * f
-        dz[t] *= dgates_dz[t]  # through the sigmoids and the tanh
-        np.matmul(dz[t], W_h.T, out=dh_next)  # (B, H) written in place, no new array per step
+        dz[t] *= gate_derivatives(gates[t], *gate_consts)  # through the sigmoids and the tanh
+        np.matmul(W_h, dz[t], out=dh_next)  # (H, B) = dz_t @ W_h^T as columns, written in place
     return dz
 
 
@@ -180,20 +192,20 @@ class CharLSTM:
         V, H = self.config.vocab_size, self.config.hidden_size
         if state is None:
             state = self.zero_state(B)
-        state = [(np.asarray(h, self.dtype), np.asarray(c, self.dtype)) for h, c in state]
+        state = [(np.asarray(h, self.dtype).T, np.asarray(c, self.dtype).T) for h, c in state]  # columns
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
             if l == 0:
-                xz = W_x[x.T]  # (T, B, 4H): one-hot x_t @ W_x is a row gather
+                xz = W_x.T[:, x.T].transpose(1, 0, 2)  # (T, 4H, B): one-hot x_t @ W_x is a gather
             else:
-                xz = (hs.reshape(T * B, H) @ W_x).reshape(T, B, 4 * H)  # every step in one product
-            xz += b  # in place: the gather and the product made a new array
-            hs, h, c, cache = lstm_forward(xz, h, c, W_h, self.gate_consts)  # hs (T, B, H)
-            new_state.append((h, c))
+                xz = np.matmul(np.ascontiguousarray(W_x.T), hs)  # (T, 4H, B): all steps in one call
+            xz += b[:, None]  # in place: the gather and the product made a new array
+            hs, h, c, cache = lstm_forward(xz, h, c, W_h, self.gate_consts)  # hs (T, H, B)
+            new_state.append((h.T.copy(), c.T.copy()))  # rows (B, H) again, for the caller
             caches.append(cache)
-        logits = (hs.reshape(T * B, H) @ self.params["head.W"] + self.params["head.b"]).reshape(T, B, V)
-        return logits.swapaxes(0, 1), new_state, caches  # (B, T, V) view of time-major rows
+        logits = np.matmul(self.params["head.W"].T, hs) + self.params["head.b"][:, None]  # (T, V, B)
+        return logits.transpose(2, 0, 1), new_state, caches  # (B, T, V) view of the columns
 
     def loss(self, x, y, state):
         """Mean cross-entropy over all B * T positions, the new state, and what backward needs."""
@@ -204,26 +216,25 @@ class CharLSTM:
     def backward(self, x, dlogits, caches):
         """What autograd does in torch and keras: every weight's gradient, walking run in reverse.
 
-        dlogits: (T * B, V) from cross_entropy; caches: one per layer from run.
+        dlogits: (T, V, B) from cross_entropy; caches: one per layer from run.
         """
         x = np.asarray(x)
-        B, T = x.shape
-        V, H, L = self.config.vocab_size, self.config.hidden_size, self.config.num_layers
-        N = T * B
-        hs = caches[-1][0][1:]  # (T, B, H) from the last layer
-        grads = {"head.W": hs.reshape(N, H).T @ dlogits, "head.b": dlogits.sum(axis=0)}
-        dhs = (dlogits @ self.params["head.W"].T).reshape(T, B, H)
+        V, L = self.config.vocab_size, self.config.num_layers
+        hs = caches[-1][0][1:]  # (T, H, B) from the last layer
+        grads = {"head.W": over_time(hs) @ over_time(dlogits).T, "head.b": dlogits.sum(axis=(0, 2))}
+        dhs = np.matmul(self.params["head.W"], dlogits)  # (T, H, B)
         for l in reversed(range(L)):
-            hs = caches[l][0]  # (T + 1, B, H): the inputs h_{t-1} of W_h
-            dz = lstm_backward(dhs, caches[l], self.params[f"lstm.{l}.W_h"], self.gate_consts).reshape(N, 4 * H)
-            grads[f"lstm.{l}.W_h"] = hs[:-1].reshape(N, H).T @ dz  # every step in one product
-            grads[f"lstm.{l}.b"] = dz.sum(axis=0)
+            hs = caches[l][0]  # (T + 1, H, B): the inputs h_{t-1} of W_h
+            dz = lstm_backward(dhs, caches[l], self.params[f"lstm.{l}.W_h"], self.gate_consts)
+            dz_all = over_time(dz)  # (4H, T * B)
+            grads[f"lstm.{l}.W_h"] = over_time(hs[:-1]) @ dz_all.T  # every step in one product
+            grads[f"lstm.{l}.b"] = dz_all.sum(axis=1)
             if l == 0:
-                one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(N)]  # (N, V)
-                grads["lstm.0.W_x"] = one_hot.T @ dz  # a BLAS product: 1.18x the whole step against np.add.at
+                one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(-1)]  # (T * B, V), over_time's order
+                grads["lstm.0.W_x"] = one_hot.T @ dz_all.T  # a BLAS product: 1.18x the whole step against np.add.at
             else:
-                grads[f"lstm.{l}.W_x"] = caches[l - 1][0][1:].reshape(N, H).T @ dz
-                dhs = (dz @ self.params[f"lstm.{l}.W_x"].T).reshape(T, B, H)
+                grads[f"lstm.{l}.W_x"] = over_time(caches[l - 1][0][1:]) @ dz_all.T
+                dhs = np.matmul(self.params[f"lstm.{l}.W_x"], dz)  # (T, H, B)
         return {name: grads[name] for name in self.params}
 
     def forward(self, x, state=None):

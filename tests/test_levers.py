@@ -66,6 +66,40 @@ def test_numpy_before_variants_change_the_code_not_the_numbers(numpy_model, vari
         np.testing.assert_allclose(grads[name], shipped[name], rtol=1e-9, atol=1e-12, err_msg=name)
 
 
+def has_commit(commit):
+    """Whether this clone's git history holds `commit` (a shallow clone may not)."""
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True).returncode == 0
+
+
+def test_numpy_rows_is_the_previous_model_with_the_same_numbers():
+    import numpy_impl.model as m
+    if not has_commit(levers.ROWS_COMMIT):
+        pytest.skip(f"no commit {levers.ROWS_COMMIT} in this clone's history")
+    config = Config(vocab_size=11, hidden_size=8, num_layers=2, batch_size=3, seq_length=5, dtype="float64")
+    weights = init_weights(config)
+    x = np.random.default_rng(0).integers(0, 11, (3, 5))
+    y = np.roll(x, 1, axis=1)
+    shipped = m.CharLSTM(config, weights).gradients(x, y)
+    saved = dict(m.__dict__)
+    try:
+        info = {}
+        assert levers.numpy_rows("numpy", "cell", info) is None
+        assert info == {"before_commit": levers.ROWS_COMMIT}
+        assert m.split_gates(np.zeros((2, 8)))[0].shape == (2, 2)  # rows: gates along the last axis
+        grads = m.CharLSTM(config, weights).gradients(x, y)
+    finally:
+        m.__dict__.clear()
+        m.__dict__.update(saved)
+    assert m.split_gates(np.zeros((8, 2)))[0].shape == (2, 2)  # columns again
+    for name in shipped:
+        np.testing.assert_allclose(grads[name], shipped[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_previous_version_without_the_history_says_what_to_do():
+    with pytest.raises(ConfigError, match=r"at commit 0000000 and needs the git history; run it in a full clone"):
+        levers.previous_version("numpy_impl.model", "0000000", {})
+
+
 def test_patch_source_refuses_a_pattern_that_is_gone(numpy_model):
     with pytest.raises(ConfigError, match="lstm_forward no longer contains .*update the variant"):
         levers.patch_source(numpy_model, "lstm_forward", [(r"np\.einsum\(", "np.dot(")])
@@ -110,6 +144,9 @@ def test_tiny_run_writes_one_row_per_lever(tiny_run):
     asked = [(name, impl) for name, impl, *_ in levers.LEVERS if impl.split("-")[0] in ("numpy", "torch")]
     assert [(r["lever"], r["impl"]) for r in rows] == asked
     for r in rows:
+        if r["lever"].startswith("state as columns") and not has_commit(levers.ROWS_COMMIT):
+            assert "needs the git history" in r["note"]
+            continue
         before, after = float(r["before_chars_per_s"]), float(r["after_chars_per_s"])
         assert before > 0 and after > 0
         assert float(r["ratio"]) == pytest.approx(after / before)
