@@ -11,7 +11,20 @@ written in DESIGN.md, with the input as a one-hot vector of size V:
 Element-wise work (gates, softmax, optimizer) is left out. An implementation that computes the
 one-hot product as a row gather (all three do) does fewer FLOPs than counted on layer 0, so the
 figure is an upper bound of useful work: the same yardstick for every implementation.
+
+Memory a training step must hold, in bytes (config.dtype's itemsize each number), the same way:
+
+    per layer:         (7T + 2) * B * H   the gates i, f, g, o (4H), c, tanh(c) and h (3H) of every
+                                          step, kept for backward, and the initial h and c
+    head:              2 * T * B * V      the logits and their softmax, alive at once in the loss
+    parameters:        P * (2 + slots)    the P weights, their gradients and the optimizer's state
+                                          (slots: adam 2 (m, v), adagrad 1, sgd 0)
+
+Workspace (matmul temporaries, the backward's own arrays), the framework and the data are left
+out: a lower bound of what any implementation keeps, not a model of one framework.
 """
+
+import numpy as np
 
 FORMULA = ("flops_per_char = 3 * (sum over layers of 2*(in_l*4H + H*4H) + 2*H*V), "
            "in_0 = V (one-hot input counted as a dense product), in_l = H above; "
@@ -43,3 +56,40 @@ def peak_fraction(chars_per_s, flops_per_char_, peak_flops_per_s):
     if not peak_flops_per_s or peak_flops_per_s <= 0:
         return float("nan")
     return chars_per_s * flops_per_char_ / peak_flops_per_s
+
+
+MEMORY_FORMULA = ("activation_bytes = itemsize * (L * (7T + 2) * B * H + 2 * T * B * V + P * (2 + slots)): "
+                  "per layer the gates (4H), c, tanh(c) and h (3H) of every step and the initial h, c; "
+                  "the logits and their softmax; the P parameters, their gradients and the optimizer's "
+                  "slots (adam 2, adagrad 1, sgd 0); workspace, framework and data left out")
+OPTIMIZER_SLOTS = {"sgd": 0, "adagrad": 1, "adam": 2}  # state tensors of a parameter's shape
+
+
+def parameter_count(vocab_size, hidden_size, num_layers):
+    """Numbers in the weights: W_x (in_l, 4H), W_h (H, 4H), b (4H) per layer, head W (H, V), b (V)."""
+    V, H = vocab_size, hidden_size
+    count = 0
+    for l in range(num_layers):
+        in_l = V if l == 0 else H
+        count += in_l * 4 * H + H * 4 * H + 4 * H
+    return count + H * V + V
+
+
+def activation_cache_bytes(config):
+    """Bytes the forward pass must keep for backward: per layer the gates, c, tanh(c) and h of
+    every step plus the initial state, and the logits with their softmax."""
+    V, H, L, B, T = (config.vocab_size, config.hidden_size, config.num_layers, config.batch_size,
+                     config.seq_length)
+    return np.dtype(config.dtype).itemsize * (L * (7 * T + 2) * B * H + 2 * T * B * V)
+
+
+def parameter_state_bytes(config):
+    """Bytes of the parameters, their gradients and the optimizer's slots."""
+    P = parameter_count(config.vocab_size, config.hidden_size, config.num_layers)
+    return np.dtype(config.dtype).itemsize * P * (2 + OPTIMIZER_SLOTS[config.optimizer])
+
+
+def activation_bytes(config):
+    """The analytic memory of one training step (MEMORY_FORMULA): activations kept for backward
+    plus parameters, gradients and optimizer state. Peak minus idle memory is held against it."""
+    return activation_cache_bytes(config) + parameter_state_bytes(config)

@@ -19,9 +19,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.flops import FORMULA, flops_per_char  # noqa: E402
+from benchmarks.flops import FORMULA, MEMORY_FORMULA, activation_bytes, flops_per_char  # noqa: E402
+from common.config import Config  # noqa: E402
 
 REFERENCE = "torch-layer"  # throughput ratios are against this implementation
+MEMORY_GOAL = 2  # peak - idle memory within this many times the analytic bound (issue 6)
+MB = 2 ** 20  # the workers' RSS figures are in these units
 CLIFF = 1.15  # a slowdown this many times steeper than the FLOPs' growth is called out as a cliff
 DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]  # curves that coincide stay visible
 
@@ -204,6 +207,60 @@ def sweep_reading(piv, V, L):
 
 
 # ---------------------------------------------------------------------------------------------
+# Memory: what the step adds to the idle process, against the analytic bound
+
+def memory_bound_mb(row):
+    """benchmarks.flops.activation_bytes for the row's config in MB; None if the row lacks a field."""
+    fields = ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "dtype", "optimizer")
+    if any(missing(row.get(k)) for k in fields):
+        return None
+    try:
+        config = Config(**{k: row[k] if k in ("dtype", "optimizer") else int(row[k]) for k in fields})
+    except (ValueError, TypeError):  # a hand-edited summary.csv: no bound rather than no report
+        return None
+    return activation_bytes(config) / MB
+
+
+def memory_rows(summary):
+    """One row per implementation: the resident memory at three moments, the bound, and the goal.
+    Runs from before a figure was recorded show n/a where it is needed."""
+    rows = []
+    for r in summary.to_dict("records"):
+        idle, peak, bound = r.get("idle_rss_mb"), r.get("peak_rss_mb"), memory_bound_mb(r)
+        warm, timed = r.get("warm_rss_mb"), r.get("timed_peak_rss_mb")
+        added = None if missing(idle) or missing(peak) else peak - idle
+        ratio = None if added is None or not bound else added / bound
+        step = None if missing(warm) or missing(timed) or not bound else (timed - warm) / bound
+        na = lambda x, spec: "n/a" if missing(x) else fmt(x, spec)  # noqa: E731
+        rows.append({"impl": f"`{r['impl']}`", "idle": na(idle, ",.0f"), "warm": na(warm, ",.0f"),
+                     "timed": na(timed, ",.0f"), "peak": na(peak, ",.0f"), "bound": na(bound, ",.1f"),
+                     "ratio": na(ratio, ".2f"), "step": na(step, ".2f"),
+                     "within": "n/a" if ratio is None else "yes" if ratio <= MEMORY_GOAL else "no"})
+    return rows
+
+
+def memory_section(summary):
+    if summary.empty:
+        return []
+    return [
+        "Resident memory of each worker at three moments: idle, just before the first training step "
+        "(the framework's libraries, the data and the built model); warm, between two steps after the "
+        "warm-up (adds what stays: traced or compiled graphs, optimizer state, memory the allocator "
+        "keeps); and the peak, of the timed steps alone and of the whole run (which includes the first "
+        "step's tracing and compiling). The bound is the memory a step must hold whatever the framework: "
+        "the activations kept for backward, the logits and their softmax, and the parameters, their "
+        f"gradients and the optimizer's state. Goal: peak − idle within {MEMORY_GOAL}x the bound. "
+        "(timed peak − warm) / bound is what one step adds on top of what stays resident. "
+        "MB = 2^20 bytes; n/a: a run from before that figure was recorded.", "",
+        md_table(memory_rows(summary), [
+            ("impl", "implementation"), ("idle", "idle MB"), ("warm", "warm MB"),
+            ("timed", "peak, timed steps MB"), ("peak", "peak, whole run MB"), ("bound", "analytic bound MB"),
+            ("ratio", "(peak − idle) / bound"), ("within", f"within {MEMORY_GOAL}x"),
+            ("step", "(timed peak − warm) / bound")]), "",
+        f"The bound: `{MEMORY_FORMULA}` (benchmarks/flops.py).", ""]
+
+
+# ---------------------------------------------------------------------------------------------
 # The report
 
 HOW_TO_READ = """\
@@ -221,7 +278,8 @@ number of threads. So:
 - **Time to first step** is what you wait before training starts: importing the framework,
   building the model and the first step, which includes tracing/compiling where the framework
   does that (Keras' `tf.function`).
-- **Peak memory** is the worker process's maximum resident set (framework libraries included).
+- **Peak memory** is the worker process's maximum resident set (framework libraries included);
+  the memory table holds what the training step itself adds against what it must keep.
 - **Share of peak** compares the FLOPs a step must do with what this machine's matrix multiply
   reaches; a small LSTM with B rows per step cannot come near the peak, so read it as headroom.
 """
@@ -359,7 +417,7 @@ def write_report(out):
 
     # Start-up and memory
     md += ["## Time to first step and memory", "", image("first", "time to first step"),
-           image("memory", "peak memory")]
+           image("memory", "peak memory"), *memory_section(summary)]
 
     # FLOPs and peak
     md += ["## FLOPs and the matrix-multiply peak", ""]

@@ -59,7 +59,7 @@ DEFAULTS = {  # reference run: ~10-15 min on 2 idle cores (~20k chars/s each at 
 }
 SUMMARY_COLUMNS = [
     "impl", "framework", "path", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
-    "step_ms_p90", "time_to_first_step_s", "peak_rss_mb", "flops_per_char", "peak_fraction",
+    "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb", "peak_rss_mb", "flops_per_char", "peak_fraction",
     "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
     "num_layers", "batch_size", "seq_length", "dtype", "optimizer", "learning_rate", "clip_norm",
     "threads", "iters", "warmup"]
@@ -270,7 +270,8 @@ def summary_row(impl, framework, path, result, plan, peak_gflops):
            "warmup": args.warmup, **{k: v for k, v in config.to_dict().items() if k != "seed"}}
     row["flops_per_char"] = flops.flops_per_char(config.vocab_size, config.hidden_size, config.num_layers)
     row["time_to_first_step_s"] = result.get("time_to_first_step_s")
-    row["peak_rss_mb"] = result.get("peak_rss_mb")
+    for key in ("idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb", "peak_rss_mb"):
+        row[key] = result.get(key)
     losses = [s["loss"] for s in result.get("steps", [])]
     if result.get("val"):
         row["final_val_loss"] = result["val"][-1]["val_loss"]

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMPLS = ["numpy-cell", "torch-layer", "torch-cell", "keras-layer", "keras-cell"]
 H, L, B, T, ITERS, WARMUP = 16, 2, 4, 16, 6, 1
 SUMMARY_COLUMNS = {"impl", "framework", "path", "chars_per_s", "step_ms_median", "step_ms_p10",
-                   "step_ms_p90", "time_to_first_step_s", "peak_rss_mb", "flops_per_char",
+                   "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "peak_rss_mb", "flops_per_char",
                    "peak_fraction", "final_loss", "final_val_loss", "status", "hidden_size"}
 STEPS_COLUMNS = {"impl", "framework", "path", "step", "loss", "step_time_s", "val_loss"}
 
@@ -71,6 +71,9 @@ def test_every_implementation_ran_and_said_so(run_dir):
         assert r["impl"] == f"{r['framework']}-{r['path']}"
         assert int(r["hidden_size"]) == H
         assert float(r["time_to_first_step_s"]) > 0 and float(r["peak_rss_mb"]) > 10
+        assert 10 < float(r["idle_rss_mb"]) <= float(r["peak_rss_mb"])  # read before the first step
+        assert 10 < float(r["warm_rss_mb"]) <= float(r["peak_rss_mb"])  # after the warm-up
+        assert float(r["warm_rss_mb"]) - 5 < float(r["timed_peak_rss_mb"]) <= float(r["peak_rss_mb"])
         assert r["device"] == "cpu"
     for impl in IMPLS:  # progress was relayed: implementation, step/total, loss, chars/s, time left
         assert re.search(rf"\[{impl}\] step {1 + WARMUP + ITERS}/{1 + WARMUP + ITERS} loss \d+\.\d+ .*"
@@ -143,6 +146,10 @@ def test_report_links_only_images_that_exist(run_dir):
     assert "How to read this" in report and "sqrt(1 - b2^t)" in report and "1e-6" in report
     assert "What made it fast" not in report  # no levers.csv, no section
     assert "TODO" not in report and "| nan" not in report
+    memory = report.split("## Time to first step and memory")[1].split("\n## ")[0]
+    for impl in IMPLS:  # every run recorded its idle memory: a ratio against the bound, no n/a
+        row = re.search(rf"^\| `{impl}` \| .*\| (\d+\.\d\d) \| (yes|no) \| -?\d+\.\d\d \|$", memory, re.M)
+        assert row, (impl, memory)
 
 
 def test_report_what_made_it_fast_from_levers_csv(run_dir, tmp_path):
