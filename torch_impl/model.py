@@ -41,13 +41,20 @@ def to_numpy(t):
 
 
 # ---------------------------------------------------------------------------------------------
-# One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
+# Columns: the cell path keeps each text stream as a column, h_t (H, B), z_t (4H, B), as numpy_impl
+# does (nn.LSTM keeps rows, (B, H), and so does the interface). The numbers are the same; what
+# changes is the matrix product asked of MKL: W_h^T (4H, H) @ h (H, B) takes 85 us where h (B, H)
+# @ W_h (H, 4H) takes 177, and autograd's per-step dW_h 90 against 209 (H=256, B=32, 2 threads,
+# alone). In the train step the gain is smaller, about 1.1x (benchmarks/levers.py): MKL's products
+# here run at about half of numpy's OpenBLAS (see the report's matrix-multiply peak).
+
+# One LSTM layer: gates i, f, g, o stacked (4H rows here; nn.LSTM: 4H columns)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
 # (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
 
 def lstm_step(z, c):
-    """One time step: pre-activations z (B, 4H) and the cell state c (B, H) to the new (h, c)."""
-    i, f, g, o = z.chunk(4, dim=1)
+    """One time step: pre-activations z (4H, B) and the cell state c (H, B) to the new (h, c)."""
+    i, f, g, o = z.chunk(4, dim=0)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c = f * c + i * g
     h = o * torch.tanh(c)
@@ -57,13 +64,14 @@ def lstm_step(z, c):
 def lstm_forward(xz, h, c, W_h):
     """One layer over T steps; autograd records every operation for the backward pass.
 
-    xz: (T, B, 4H) x_t @ W_x + b for all steps at once (the input does not depend on h)
-    h, c: (B, H) initial state; W_h: (H, 4H).
-    Returns hs (T, B, H) with hs[t] = h_t, and the last h, c.
+    xz: (T, 4H, B) x_t @ W_x + b for all steps at once (the input does not depend on h)
+    h, c: (H, B) initial state; W_h: (H, 4H).
+    Returns hs (T, H, B) with hs[t] = h_t, and the last h, c.
     """
+    W_hT = W_h.T.contiguous()  # (4H, H): a transposed view would cost the product 1.6x
     hs = []
     for xz_t in xz.unbind(0):
-        z = torch.addmm(xz_t, h, W_h)  # (B, 4H) = xz_t + h @ W_h
+        z = torch.addmm(xz_t, W_hT, h)  # (4H, B) = xz_t + h_{t-1} @ W_h, as columns
         h, c = lstm_step(z, c)
         hs.append(h)
     return torch.stack(hs), h, c
@@ -131,16 +139,16 @@ class CharLSTM:
             return self.head(hs), list(zip(h.unbind(0), c.unbind(0)))
         new_state = []
         for l, (h, c) in enumerate(state):
+            h, c = h.T, c.T  # columns
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
-            if l == 0:
-                xz = W_x[x.T]  # (T, B, 4H): one-hot x_t @ W_x is a row gather
+            if l == 0:  # one-hot x_t @ W_x is a row gather; F.embedding's backward is 6x W_x[x]'s
+                xz = (F.embedding(x.T, W_x) + b).transpose(1, 2)  # (T, 4H, B)
             else:
-                xz = (hs.reshape(T * B, H) @ W_x).reshape(T, B, 4 * H)  # every step in one product
-            xz = xz + b  # out of place: in place saved no time under autograd (measured)
-            hs, h, c = lstm_forward(xz, h, c, W_h)  # hs (T, B, H)
-            new_state.append((h, c))
-        logits = (hs.reshape(T * B, H) @ self.params["head.W"] + self.params["head.b"]).reshape(T, B, V)
-        return logits.swapaxes(0, 1), new_state  # (B, T, V) view of time-major rows
+                xz = torch.matmul(W_x.T.contiguous(), hs) + b[:, None]  # (T, 4H, B): all steps in one call
+            hs, h, c = lstm_forward(xz, h, c, W_h)  # hs (T, H, B)
+            new_state.append((h.T, c.T))  # rows (B, H) again, for the caller
+        logits = torch.matmul(self.params["head.W"].T, hs) + self.params["head.b"][:, None]  # (T, V, B)
+        return logits.permute(2, 0, 1), new_state  # (B, T, V) view of the columns
 
     def loss(self, x, y, state):
         """Mean cross-entropy over all B * T positions (a tensor autograd can differentiate), new state."""
