@@ -207,6 +207,35 @@ def sweep_reading(piv, V, L):
 
 
 # ---------------------------------------------------------------------------------------------
+# Interleaved rounds: ratios taken within a round, so a slow spell hits both sides
+
+def rounds_section(rounds):
+    """The rounds table: per implementation its chars/s in each round, the median, and the median of
+    its per-round ratios to REFERENCE (benchmarks/run.py, rounds.csv)."""
+    if rounds.empty:
+        return []
+    n = int(rounds["round"].max())
+    rows = []
+    for impl, group in rounds.groupby("impl", sort=False):
+        ok = group[group["status"] == "ok"]
+        speeds = {int(r["round"]): fmt(r["chars_per_s"]) for r in ok.to_dict("records")}
+        ratios = ok["ratio"].dropna()
+        rows.append({"impl": f"`{impl}`", **{k: speeds.get(k, "–") for k in range(1, n + 1)},
+                     "median": fmt(ok["chars_per_s"].median()) if not ok.empty else "–",
+                     "ratio": fmt(ratios.median(), ".2f", "x") if not ratios.empty else "–",
+                     "range": f"{fmt(ratios.min(), '.2f')}–{fmt(ratios.max(), '.2f')}" if not ratios.empty else "–"})
+    return ["", "### Throughput in interleaved rounds", "",
+            f"After the main runs, every implementation ran again in a fresh process, one after the other, "
+            f"{n} times over (warm-up steps left out, then a few timed steps; median step). On a shared "
+            f"machine a slow spell can last longer than one implementation's main run and so favour "
+            f"whichever ran in a quiet one; here each ratio to {REFERENCE} is taken within one round, from "
+            f"runs a few seconds apart, and the median over rounds is the figure to quote.", "",
+            md_table(rows, [("impl", "implementation")] + [(k, f"round {k} chars/s") for k in range(1, n + 1)]
+                     + [("median", "median chars/s"), ("ratio", f"median ratio to {REFERENCE}"),
+                        ("range", "ratio range")]), ""]
+
+
+# ---------------------------------------------------------------------------------------------
 # Memory: what the step adds to the idle process, against the analytic bound
 
 def memory_bound_mb(row):
@@ -313,6 +342,7 @@ def write_report(out):
     samples = read_samples(out / "samples.txt")
     levers = read_csv(out / "levers.csv")
     threads = read_csv(out / "threads.csv")
+    rounds = read_csv(out / "rounds.csv")
 
     images = {
         "loss": plot_losses(steps, out),
@@ -369,6 +399,7 @@ def write_report(out):
         "first step's), and a run that fails the check, crashes or times out has its reason in the "
         "status column instead of figures.")
     md += ["", image("throughput", "throughput per implementation")]
+    md += rounds_section(rounds)
 
     # Loss curves
     md += ["## Loss curves", "", image("loss", "loss curves of all implementations")]
@@ -447,7 +478,8 @@ def write_report(out):
         md += ["## What made it fast", "",
                "Each lever measured on its own, in its own worker processes (`python -m benchmarks.levers`): "
                "\"before\" is the simpler code a first version would have had, made by patching the shipped "
-               "module in the worker (benchmarks/levers.py), \"after\" the faster one; ratio = after / before; "
+               "module in the worker or, for a change of a whole file's layout, by running that file as it "
+               "was at an earlier commit (benchmarks/levers.py), \"after\" the faster one; ratio = after / before; "
                "kept = whether the shipped code uses \"after\". Both sides start from the same weights and "
                "batches, and their losses over the first and warm-up steps agree to 1e-4 (the note says so).", "",
                md_table(rows, [("lever", "lever"), ("impl", "implementation"), ("before", "before chars/s"),

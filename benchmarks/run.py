@@ -17,6 +17,9 @@ recorded in summary.csv's status and the others still run. Written to --out:
     summary.csv       one row per implementation: throughput, step-time percentiles, time to
                       first step, peak memory, FLOPs per character, share of the matmul peak, losses
     sweep.csv         throughput against hidden size (short runs, throughput only)
+    rounds.csv        throughput in interleaved rounds: every implementation again in a fresh
+                      process, one after the other, `rounds` times; a ratio to torch-layer is taken
+                      within each round, so a slow spell of a shared machine hits both sides
     gemm.csv          float32 matrix-multiply GFLOP/s with numpy and torch: the machine's peak
     environment.json  versions, CPU, threads, BLAS, git commit, devices, the config
     samples.txt       a short generated text from each implementation
@@ -52,7 +55,7 @@ DEFAULTS = {  # reference run: ~10-15 min on 2 idle cores (~20k chars/s each at 
     "iters": (1000, 50), "warmup": (5, 3), "hidden_size": (256, 128), "num_layers": (2, 2),
     "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (100, 25),
     "sweep_hidden": ("64,128,256,512,1024", "64,256"), "sweep_iters": (10, 5),
-    "gemm_size": (2048, 1024),
+    "gemm_size": (2048, 1024), "rounds": (5, 2), "round_iters": (30, 10),
     # char-rnn's rate, lower than the command line's 1e-2: Keras' Adam puts epsilon outside the bias
     # correction, and at 1e-2 that alone moves its loss 2e-3 from the others within 8 steps (1e-4 here)
     "learning_rate": (2e-3, 2e-3),
@@ -67,6 +70,8 @@ STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_tim
 SWEEP_COLUMNS = ["impl", "framework", "path", "hidden_size", "chars_per_s", "step_ms_median",
                  "timed_steps", "status"]
 GEMM_COLUMNS = ["lib", "n", "threads", "reps", "median_s", "gflops", "status"]
+ROUNDS_COLUMNS = ["round", "impl", "chars_per_s", "step_ms_median", "ratio", "status"]
+REFERENCE = "torch-layer"  # the rounds' ratios are against this implementation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +156,10 @@ def build_parser():
                    help=f"at most this many timed steps per sweep size {q('sweep_iters')}")
     p.add_argument("--sweep-budget", type=positive_float, default=10.0,
                    help="seconds of timed steps per sweep size after which it stops (at least 3 steps) (default %(default)s)")
+    p.add_argument("--rounds", type=whole(0), default=None,
+                   help=f"interleaved throughput rounds after the main runs; 0 = none {q('rounds')}")
+    p.add_argument("--round-iters", type=whole(1), default=None,
+                   help=f"timed steps per implementation and round {q('round_iters')}")
     p.add_argument("--gemm-size", type=whole(64), default=None,
                    help=f"n of the (n, n) float32 matrix product that measures the peak {q('gemm_size')}")
     p.add_argument("--sample-length", type=whole(0), default=300,
@@ -323,6 +332,23 @@ def sweep_rows(impl, framework, path, result, config, asked):
     return rows
 
 
+def round_rows(rnd, results, config):
+    """rounds.csv rows of one round: each implementation's median step, and its ratio to REFERENCE
+    in this same round (None when either side failed)."""
+    chars, rows = config.batch_size * config.seq_length, []
+    for impl, r in results.items():
+        times = [s["step_time_s"] for s in r.get("steps", []) if s["phase"] == "timed"]
+        ok = r.get("status") == "ok" and times and all(np.isfinite([s["loss"] for s in r["steps"]]))
+        median = float(np.median(times)) if ok else None
+        rows.append({"round": rnd, "impl": impl, "status": r.get("status") if not ok else "ok",
+                     "chars_per_s": chars / median if median else None,
+                     "step_ms_median": 1e3 * median if median else None})
+    reference = next((row["chars_per_s"] for row in rows if row["impl"] == REFERENCE), None)
+    for row in rows:
+        row["ratio"] = row["chars_per_s"] / reference if row["chars_per_s"] and reference else None
+    return rows
+
+
 def write_csv(path, columns, rows):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -388,7 +414,8 @@ def environment(plan, results, gemm):
     args, corpus = plan["args"], plan["corpus"]
     run = {k: getattr(args, k) for k in ("frameworks", "paths", "iters", "warmup", "threads", "corpus",
                                          "val_every", "val_batches", "sweep_hidden", "sweep_iters",
-                                         "sweep_budget", "gemm_size", "sample_length", "quick")}
+                                         "sweep_budget", "gemm_size", "sample_length", "quick",
+                                         "rounds", "round_iters")}
     shas = {r.get("data_sha256") for r in results.values() if r.get("data_sha256")}
     wshas = {r.get("weights_sha256") for r in results.values() if r.get("weights_sha256")}
     return {
@@ -472,6 +499,17 @@ def run_all(plan, out, work):
         say(f"  {impl}: {row['status']}" + (f", {row['chars_per_s']:,.0f} chars/s, first step "
                                             f"{row['time_to_first_step_s']:.1f} s" if row["status"] == "ok" else ""))
         write_all()
+    rounds, ok_impls = [], [(i, f, p) for (i, f, p), row in zip(impls, summary) if row["status"] == "ok"]
+    for rnd in range(1, args.rounds + 1 if ok_impls else 1):
+        say(f"round {rnd}/{args.rounds}: {', '.join(i for i, _, _ in ok_impls)}, {args.round_iters} timed steps each")
+        got = {}
+        for impl, framework, path in ok_impls:
+            spec = {**base, "mode": "train", "impl": f"{impl} round {rnd}", "framework": framework, "path": path,
+                    "iters": args.round_iters, "warmup": args.warmup, "val_every": 0, "sample_length": 0}
+            got[impl] = run_worker(spec, work, args.threads, timeout)
+        rounds += round_rows(rnd, got, config)
+        say("  " + ", ".join(f"{row['impl']} {row['ratio']:.2f}x" for row in rounds[-len(got):] if row["ratio"]))
+        write_csv(out / "rounds.csv", ROUNDS_COLUMNS, rounds)
     ok = sum(row["status"] == "ok" for row in summary)
     say(f"done in {time.perf_counter() - started:.0f} s: {ok}/{len(summary)} implementations ok; "
         f"results in {out} (next: python -m benchmarks.report {out})")

@@ -53,7 +53,8 @@ def run_dir(tmp_path_factory):
     proc = bench("--frameworks", "numpy,torch,keras", "--iters", ITERS, "--warmup", WARMUP,
                  "--hidden-size", H, "--num-layers", L, "--batch-size", B, "--seq-length", T,
                  "--val-every", 3, "--val-batches", 2, "--sweep-hidden", "8", "--sweep-iters", 2,
-                 "--gemm-size", 128, "--sample-length", 40, "--corpus", corpus, "--out", out)
+                 "--gemm-size", 128, "--sample-length", 40, "--rounds", 2, "--round-iters", 2,
+                 "--corpus", corpus, "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = subprocess.run([sys.executable, "-m", "benchmarks.report", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
@@ -132,6 +133,23 @@ def test_sweep_gemm_environment_and_samples(run_dir):
     assert env["data"]["same_batches_in_every_worker"] and env["data"]["same_weights_in_every_worker"]
     blocks = re.findall(r"^--- (\S+) ---$", (out / "samples.txt").read_text(encoding="utf-8"), re.M)
     assert blocks == IMPLS
+
+
+def test_rounds_take_each_ratio_within_its_round(run_dir):
+    out, _ = run_dir
+    rows = read_csv(out / "rounds.csv")
+    assert [(r["round"], r["impl"]) for r in rows] == [(str(k), impl) for k in (1, 2) for impl in IMPLS]
+    for k in ("1", "2"):
+        this = {r["impl"]: r for r in rows if r["round"] == k}
+        reference = float(this["torch-layer"]["chars_per_s"])
+        for impl, r in this.items():
+            assert r["status"] == "ok"
+            assert float(r["chars_per_s"]) == pytest.approx(B * T / (float(r["step_ms_median"]) / 1e3))
+            assert float(r["ratio"]) == pytest.approx(float(r["chars_per_s"]) / reference)
+    report = (out / "REPORT.md").read_text(encoding="utf-8")
+    section = report.split("### Throughput in interleaved rounds")[1].split("\n## ")[0]
+    ratios = [float(r["ratio"]) for r in rows if r["impl"] == "numpy-cell"]
+    assert f"| `numpy-cell` |" in section and f"{np.median(ratios):.2f}x" in section
 
 
 def test_report_links_only_images_that_exist(run_dir):
