@@ -197,7 +197,7 @@ class CharLSTM:
         for l, (h, c) in enumerate(state):
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
             if l == 0:
-                xz = W_x.T[:, x.T].transpose(1, 0, 2)  # (T, 4H, B): one-hot x_t @ W_x is a gather
+                xz = W_x.T[:, x.T].swapaxes(0, 1)  # (T, 4H, B): one-hot x_t @ W_x is a gather
             else:
                 xz = np.matmul(np.ascontiguousarray(W_x.T), hs)  # (T, 4H, B): all steps in one call
             xz += b[:, None]  # in place: the gather and the product made a new array
