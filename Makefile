@@ -29,7 +29,7 @@ bench-quick: $(VENV)
 # Each speed lever before and after, and every implementation at 1 and 2 threads (~5 min on 2
 # idle cores), into results/ next to `make bench`'s files (run that first: the report needs them).
 bench-levers: $(VENV)
-	$(PY) -m benchmarks.levers --out results
+	$(PY) -m benchmarks.levers --out results --repeats 3
 	$(PY) -m benchmarks.report results
 	@echo "Report: results/REPORT.md"
 

@@ -1,7 +1,7 @@
 """What made it fast: each speed lever measured before and after, and every implementation at 1 and
 2 threads, each run in its own worker process (benchmarks/worker.py) in one run.
 
-    python -m benchmarks.levers --out results              # reference config, ~5 min on 2 idle cores
+    python -m benchmarks.levers --out results --repeats 3  # reference config, ~18 min on 2 idle cores
     python -m benchmarks.levers --out /tmp/lv --hidden-size 16 --iters 3 --frameworks numpy
     python -m benchmarks.report results                     # "What made it fast" and the threads table
 
@@ -245,7 +245,7 @@ def lever_row(lever, impl, before, after, kept, runs, config):
     b, a = runs[(impl, before)], runs[(impl, after)]
     b_speed = median_or_none([chars_per_s(r, config) for r in b])
     a_speed = median_or_none([chars_per_s(r, config) for r in a])
-    notes, mismatch = [], False
+    notes, mismatch = [f"median of {len(b)} and {len(a)} runs" if len(b) > 1 or len(a) > 1 else "one run each"], False
     for side, rs in (("before", b), ("after", a)):
         failed = [r["status"] for r in rs if r.get("status") != "ok"]
         if failed:  # its first line: the exception and its message, not TensorFlow's stack

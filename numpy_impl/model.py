@@ -89,8 +89,9 @@ def gate_derivatives(gates, scale, shift):
 
 # ---------------------------------------------------------------------------------------------
 # Columns: numpy keeps each text stream as a column, h_t (H, B), z_t (4H, B), as min-char-rnn does
-# for its one stream; torch and keras keep rows, h_t (B, H). The numbers are the same (z_t here is
-# their z_t transposed); what changes is the matrix product BLAS is asked for. OpenBLAS computes
+# for its one stream (torch's cell path too); nn.LSTM, Keras and the interface keep rows, h_t (B, H).
+# The numbers are the same (z_t here is their z_t transposed); what changes is the matrix product
+# BLAS is asked for. OpenBLAS computes
 # W_h^T (4H, H) @ h (H, B) about twice as fast as h (B, H) @ W_h (H, 4H) on this machine: 43
 # against 95 us at H=256, B=32, 2 threads (SkylakeX kernel), and dh alike, 47 against 112 us.
 # The recurrent products are most of a step, so the whole step gains (benchmarks/levers.py).
