@@ -38,6 +38,9 @@ PATHS = ("layer", "cell")
 #                                               compiling adds ~0.6 s to the first step
 #   layer  keras.layers.LSTM, no XLA (shipped)  13.8k,         148 ms; 2-4 s to the first step
 #          with XLA 13.6k and 8.5 s to compile; unroll=True 8.3k, 12 s
+# Later, on idle cores (benchmarks.levers, 3 runs a side): the cell path's 2-thread runs land at
+# either ~20k chars/s (its 1-thread speed) or ~29.5k, per process, so a median of 3 said 0.99x; the
+# best run without XLA made 24.2k, with XLA 29.6k.
 # XLA keeps float64 exact (the float64 tests pass with it). `CharLSTM(..., jit_compile=False)`
 # turns it off, `jit_compile=True` turns it on for the layer path.
 JIT_COMPILE = {"layer": False, "cell": True}
