@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.flops import FORMULA, MEMORY_FORMULA, activation_bytes, flops_per_char  # noqa: E402
+from benchmarks.run import REFERENCE  # noqa: E402
 from common.config import Config  # noqa: E402
 
-REFERENCE = "torch-layer"  # throughput ratios are against this implementation
 MEMORY_GOAL = 2  # peak - idle memory within this many times the analytic bound (issue 6)
 MB = 2 ** 20  # the workers' RSS figures are in these units
 CLIFF = 1.15  # a slowdown this many times steeper than the FLOPs' growth is called out as a cliff

@@ -62,8 +62,8 @@ DEFAULTS = {  # reference run: ~10-15 min on 2 idle cores (~20k chars/s each at 
 }
 SUMMARY_COLUMNS = [
     "impl", "framework", "path", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
-    "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb", "peak_rss_mb", "flops_per_char", "peak_fraction",
-    "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
+    "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb",
+    "peak_rss_mb", "flops_per_char", "peak_fraction", "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
     "num_layers", "batch_size", "seq_length", "dtype", "optimizer", "learning_rate", "clip_norm",
     "threads", "iters", "warmup"]
 STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_time_s", "val_loss"]
@@ -71,7 +71,7 @@ SWEEP_COLUMNS = ["impl", "framework", "path", "hidden_size", "chars_per_s", "ste
                  "timed_steps", "status"]
 GEMM_COLUMNS = ["lib", "n", "threads", "reps", "median_s", "gflops", "status"]
 ROUNDS_COLUMNS = ["round", "impl", "chars_per_s", "step_ms_median", "ratio", "status"]
-REFERENCE = "torch-layer"  # the rounds' ratios are against this implementation
+REFERENCE = "torch-layer"  # throughput ratios are against this implementation (here and in the report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,21 +499,30 @@ def run_all(plan, out, work):
         say(f"  {impl}: {row['status']}" + (f", {row['chars_per_s']:,.0f} chars/s, first step "
                                             f"{row['time_to_first_step_s']:.1f} s" if row["status"] == "ok" else ""))
         write_all()
-    rounds, ok_impls = [], [(i, f, p) for (i, f, p), row in zip(impls, summary) if row["status"] == "ok"]
-    for rnd in range(1, args.rounds + 1 if ok_impls else 1):
-        say(f"round {rnd}/{args.rounds}: {', '.join(i for i, _, _ in ok_impls)}, {args.round_iters} timed steps each")
-        got = {}
-        for impl, framework, path in ok_impls:
-            spec = {**base, "mode": "train", "impl": f"{impl} round {rnd}", "framework": framework, "path": path,
-                    "iters": args.round_iters, "warmup": args.warmup, "val_every": 0, "sample_length": 0}
-            got[impl] = run_worker(spec, work, args.threads, timeout)
-        rounds += round_rows(rnd, got, config)
-        say("  " + ", ".join(f"{row['impl']} {row['ratio']:.2f}x" for row in rounds[-len(got):] if row["ratio"]))
-        write_csv(out / "rounds.csv", ROUNDS_COLUMNS, rounds)
+    run_rounds(plan, [impl for impl, row in zip(impls, summary) if row["status"] == "ok"], base, out, work)
     ok = sum(row["status"] == "ok" for row in summary)
     say(f"done in {time.perf_counter() - started:.0f} s: {ok}/{len(summary)} implementations ok; "
         f"results in {out} (next: python -m benchmarks.report {out})")
     return 0
+
+
+def run_rounds(plan, impls, base, out, work):
+    """The interleaved rounds (rounds.csv): every implementation that ran, again in a fresh process,
+    one after the other, args.rounds times; written after each round."""
+    args, config = plan["args"], plan["config"]
+    rounds = []
+    for rnd in range(1, args.rounds + 1) if impls else ():
+        print(f"round {rnd}/{args.rounds}: {', '.join(i for i, _, _ in impls)}, {args.round_iters} timed steps each",
+              file=sys.stderr, flush=True)
+        got = {}
+        for impl, framework, path in impls:
+            spec = {**base, "mode": "train", "impl": f"{impl} round {rnd}", "framework": framework, "path": path,
+                    "iters": args.round_iters, "warmup": args.warmup, "val_every": 0, "sample_length": 0}
+            got[impl] = run_worker(spec, work, args.threads, args.timeout)
+        rows = round_rows(rnd, got, config)
+        print("  " + ", ".join(f"{r['impl']} {r['ratio']:.2f}x" for r in rows if r["ratio"]), file=sys.stderr, flush=True)
+        rounds += rows
+        write_csv(out / "rounds.csv", ROUNDS_COLUMNS, rounds)
 
 
 def main(argv=None):

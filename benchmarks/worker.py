@@ -10,8 +10,9 @@ Progress goes to stderr, one line at a time, for run.py to relay. Modes:
             steps left out, then `iters` timed steps; validation loss every `val_every` steps;
             resident memory just before the first step (idle: libraries, data, model), between
             steps after the warm-up (warm) and the peak before that, the peak of the timed steps
-            alone, and the peak of the whole run; a generated sample at the end; then, if spec["sweep"] asks,
-            throughput only at other hidden sizes (a fresh model each, a few timed steps)
+            alone, and the peak of the whole run; a generated sample at the end; then, if
+            spec["sweep"] asks, throughput only at other hidden sizes (a fresh model each, a few
+            timed steps)
     gemm    float32 (n, n) @ (n, n) with numpy or torch: the machine's matrix-multiply peak
 
 A train spec may name a `variant`, "module:function" (benchmarks/levers.py): called after the
