@@ -1,14 +1,15 @@
 """What made it fast: each speed lever measured before and after, and every implementation at 1 and
 2 threads, each run in its own worker process (benchmarks/worker.py) in one run.
 
-    python -m benchmarks.levers --out results --repeats 3  # reference config, ~18 min on 2 idle cores
+    python -m benchmarks.levers --out results --repeats 3  # reference config, ~6 min on 2 idle cores
     python -m benchmarks.levers --out /tmp/lv --hidden-size 16 --iters 3 --frameworks numpy
     python -m benchmarks.report results                     # "What made it fast" and the threads table
 
 A lever's "before" is the simpler code a first version would have had, made in the worker process
 by one of the variant functions below (the worker calls spec["variant"] after the framework set-up
-and before the model is built): it patches the implementation's module or returns keyword
-arguments for CharLSTM. model.py files are never edited. The shipped code is the baseline (no
+and before the model is built): it patches the implementation's module, runs the module's file as
+it was at an earlier commit (previous_version, for a change of a whole file's layout), or returns
+keyword arguments for CharLSTM. model.py files are never edited. The shipped code is the baseline (no
 variant). Both sides must compute the same numbers: the losses of the first step and of the warm-up
 steps (before any timing) must agree to 1e-4, or the row says so and the run exits with status 1.
 Written to --out:
