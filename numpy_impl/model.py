@@ -189,10 +189,8 @@ class CharLSTM:
     def run(self, x, state):
         """Forward: logits (B, T, V), the new state [(h, c)] per layer, and the caches for backward."""
         x = np.asarray(x)
-        B, T = x.shape
-        V, H = self.config.vocab_size, self.config.hidden_size
         if state is None:
-            state = self.zero_state(B)
+            state = self.zero_state(x.shape[0])
         state = [(np.asarray(h, self.dtype).T, np.asarray(c, self.dtype).T) for h, c in state]  # columns
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
@@ -232,7 +230,7 @@ class CharLSTM:
             grads[f"lstm.{l}.b"] = dz_all.sum(axis=1)
             if l == 0:
                 one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(-1)]  # (T * B, V), over_time's order
-                grads["lstm.0.W_x"] = one_hot.T @ dz_all.T  # a BLAS product: 1.18x the whole step against np.add.at
+                grads["lstm.0.W_x"] = one_hot.T @ dz_all.T  # a BLAS product: 1.2x the whole step against np.add.at
             else:
                 grads[f"lstm.{l}.W_x"] = over_time(caches[l - 1][0][1:]) @ dz_all.T
                 dhs = np.matmul(self.params[f"lstm.{l}.W_x"], dz)  # (T, H, B)

@@ -128,10 +128,9 @@ class CharLSTM:
     def run(self, x, state):
         """Forward, recorded by autograd: logits (B, T, V) and the new state [(h, c)] per layer."""
         x = torch.as_tensor(np.asarray(x), dtype=torch.long)
-        B, T = x.shape
-        V, H = self.config.vocab_size, self.config.hidden_size
+        V = self.config.vocab_size
         if state is None:
-            state = self.zero_state(B)
+            state = self.zero_state(x.shape[0])
         state = [(torch.as_tensor(h, dtype=self.dtype), torch.as_tensor(c, dtype=self.dtype)) for h, c in state]
         if self.path == "layer":  # nn.LSTM runs all L layers in one call, its state stacked (L, B, H)
             h, c = torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])
@@ -141,7 +140,7 @@ class CharLSTM:
         for l, (h, c) in enumerate(state):
             h, c = h.T, c.T  # columns
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
-            if l == 0:  # one-hot x_t @ W_x is a row gather; F.embedding's backward is 6x W_x[x]'s
+            if l == 0:  # one-hot x_t @ W_x is a row gather; F.embedding's backward is 6x faster than W_x[x]'s
                 xz = (F.embedding(x.T, W_x) + b).transpose(1, 2)  # (T, 4H, B)
             else:
                 xz = torch.matmul(W_x.T.contiguous(), hs) + b[:, None]  # (T, 4H, B): all steps in one call
