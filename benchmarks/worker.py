@@ -245,7 +245,10 @@ def run_train(spec, result):
         if new_epoch:
             model.reset_state()
         if step == warmup + 1:  # between steps, compiled and warm: what stays resident, then its peak
-            result["warm_rss_mb"], result["warm_peak_rss_mb"] = current_rss_mb(), peak_rss_mb()
+            warm = result["warm_rss_mb"] = current_rss_mb()
+            # the kernel updates its peak lazily and can lag the current figure by a few pages:
+            # a peak is never below a reading already taken
+            result["warm_peak_rss_mb"] = max(peak_rss_mb(), warm, result["idle_rss_mb"])
             peak_restarted = restart_peak_rss()
         start = time.perf_counter()
         loss = model.train_step(x, y)  # a python float: the device has finished the step
@@ -274,7 +277,7 @@ def run_train(spec, result):
                 progress(tag, f"stopped after {step - warmup} timed steps: budget_s {budget:g} s reached")
                 break
     if peak_restarted:
-        result["timed_peak_rss_mb"] = peak_rss_since_restart_mb()
+        result["timed_peak_rss_mb"] = max(peak_rss_since_restart_mb() or 0, result["warm_rss_mb"])
     result["peak_rss_mb"] = max(peak_rss_mb(), result.get("warm_peak_rss_mb", 0),  # the restart lowers
                                 result.get("timed_peak_rss_mb") or 0)              # ru_maxrss too
     if spec.get("sample_length"):
