@@ -24,7 +24,11 @@ Workspace (matmul temporaries, the backward's own arrays), the framework and the
 out: a lower bound of what any implementation keeps, not a model of one framework.
 """
 
+import math
+
 import numpy as np
+
+from common.weights import weight_shapes
 
 FORMULA = ("flops_per_char = 3 * (sum over layers of 2*(in_l*4H + H*4H) + 2*H*V), "
            "in_0 = V (one-hot input counted as a dense product), in_l = H above; "
@@ -65,16 +69,6 @@ MEMORY_FORMULA = ("activation_bytes = itemsize * (L * (7T + 2) * B * H + 2 * T *
 OPTIMIZER_SLOTS = {"sgd": 0, "adagrad": 1, "adam": 2}  # state tensors of a parameter's shape
 
 
-def parameter_count(vocab_size, hidden_size, num_layers):
-    """Numbers in the weights: W_x (in_l, 4H), W_h (H, 4H), b (4H) per layer, head W (H, V), b (V)."""
-    V, H = vocab_size, hidden_size
-    count = 0
-    for l in range(num_layers):
-        in_l = V if l == 0 else H
-        count += in_l * 4 * H + H * 4 * H + 4 * H
-    return count + H * V + V
-
-
 def activation_cache_bytes(config):
     """Bytes the forward pass must keep for backward: per layer the gates, c, tanh(c) and h of
     every step plus the initial state, and the logits with their softmax."""
@@ -85,7 +79,7 @@ def activation_cache_bytes(config):
 
 def parameter_state_bytes(config):
     """Bytes of the parameters, their gradients and the optimizer's slots."""
-    P = parameter_count(config.vocab_size, config.hidden_size, config.num_layers)
+    P = sum(math.prod(shape) for shape in weight_shapes(config).values())  # the numbers in the weights
     return np.dtype(config.dtype).itemsize * P * (2 + OPTIMIZER_SLOTS[config.optimizer])
 
 
