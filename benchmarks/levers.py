@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.run import DEFAULTS, Parser, names, positive_float, run_worker, whole, write_csv
+from benchmarks.worker import MALLOC_CHOICES
 from common.errors import ConfigError, RosettaError
 
 LEVERS_COLUMNS = ["lever", "impl", "before_chars_per_s", "after_chars_per_s", "ratio", "kept", "note"]
@@ -136,10 +137,11 @@ def plain_activate_gates(z, scale, shift):
     z[..., 3 * H:, :] = sigmoid(z[..., 3 * H:, :])
 
 
-def plain_gate_derivatives(gates, scale, shift):
+def plain_gate_derivatives(gates, scale, shift, out=None):
     """a * (1 - a) for the sigmoids, 1 - a^2 for the tanh, as two separate expressions."""
+    import numpy as np
     H = gates.shape[-2] // 4
-    d = gates * (1 - gates)
+    d = np.multiply(gates, 1 - gates, out=out)
     d[..., 2 * H:3 * H, :] = 1 - gates[..., 2 * H:3 * H, :] ** 2
     return d
 
@@ -148,9 +150,18 @@ def numpy_plain_gates(framework, path, info):
     """Before: plain sigmoid and tanh per gate slice (after: one np.tanh over all four gates)."""
     import numpy_impl.model as m
     for name in ("activate_gates", "gate_derivatives"):
-        if list(inspect.signature(getattr(m, name, None) or (lambda: 0)).parameters)[1:] != ["scale", "shift"]:
+        if list(inspect.signature(getattr(m, name, None) or (lambda: 0)).parameters)[1:3] != ["scale", "shift"]:
             raise ConfigError(f"numpy_impl.model.{name}(x, scale, shift) is gone; update benchmarks/levers.py.")
     m.activate_gates, m.gate_derivatives = plain_activate_gates, plain_gate_derivatives
+
+
+def numpy_new_arrays(framework, path, info):
+    """Before: every array new each step (after: the model's Buffers keep the big ones)."""
+    import numpy as np
+    import numpy_impl.model as m
+    if not hasattr(m, "Buffers"):
+        raise ConfigError("numpy_impl.model.Buffers is gone; update benchmarks/levers.py.")
+    m.Buffers.__call__ = lambda self, name, shape, dtype: np.empty(shape, dtype)
 
 
 def onednn_lstm_ops():
@@ -197,10 +208,15 @@ def keras_xla_on(framework, path, info):
 
 
 # ---------------------------------------------------------------------------------------------
-# The levers: (name, impl, before variant, after variant, kept). None is the shipped code; kept is
-# "yes"/"no", or "info" to take it from the after run's variant_info["shipped"].
-
+# The levers: (name, impl, before variant, after variant, kept). A side is a variant function's
+# name or None for the shipped code, and "@default" or "@steady" after it runs that side's worker
+# with that allocator (run.py --malloc) instead of --malloc. kept is "yes"/"no", "bench" for what
+# the benchmark itself does, or "info" to take it from the after run's variant_info["shipped"].
 LEVERS = [
+    *(("steady allocator: freed memory kept for the next step (before: the machine's malloc)", impl,
+       "@default", "@steady", "bench") for impl, _, _ in IMPLS),
+    ("arrays kept between steps in Buffers (before: new arrays each step), with the machine's malloc",
+     "numpy-cell", "numpy_new_arrays@default", "@default", "yes"),
     ("one-hot product for layer 0's dW_x (before: np.add.at scatter)", "numpy-cell", "numpy_scatter_dW_x", None, "yes"),
     ("state as columns, W_h^T @ h (before: rows, h @ W_h; model.py at c38c990)", "numpy-cell", "numpy_rows", None, "yes"),
     ("np.matmul(out=) in the recurrent loops (before: np.dot(out=))", "numpy-cell", "numpy_dot_out", None, "yes"),
@@ -258,6 +274,9 @@ def lever_row(lever, impl, before, after, kept, runs, config):
         notes.append(f"first step {first_b:.1f} s before, {first_a:.1f} s after")
         if "compile" in lever or "XLA" in lever:
             notes[-1] += f" (compiling: {first_a - first_b:+.1f} s)"
+    faults = [median_or_none([r.get("page_faults_per_step") for r in rs]) for rs in (b, a)]
+    if None not in faults:
+        notes.append(f"page faults per step {faults[0]:,.0f} before, {faults[1]:,.0f} after")
     gap = loss_gap(b[0], a[0])
     if gap is not None:
         mismatch = gap > LOSS_TOLERANCE
@@ -290,6 +309,8 @@ def build_parser():
     p.add_argument("--learning-rate", type=positive_float, default=DEFAULTS["learning_rate"][0],
                    help="Adam's step size, as in benchmarks.run (default %(default)s)")
     p.add_argument("--corpus", default="tinyshakespeare", help="built-in corpus name or a UTF-8 text file (default %(default)s)")
+    p.add_argument("--malloc", choices=MALLOC_CHOICES, default="steady",
+                   help="the workers' allocator, as in benchmarks.run (default %(default)s)")
     p.add_argument("--budget", type=positive_float, default=30.0,
                    help="seconds of timed steps after which a run stops (at least 3 steps): keeps slow 'befores' short (default %(default)s)")
     p.add_argument("--timeout", type=positive_float, default=600.0,
@@ -336,11 +357,12 @@ def main(argv=None):
             for repeat in range(args.repeats):
                 for n, (impl, variant, threads) in enumerate(order, 1):
                     framework, path = frameworks[impl]
-                    tag = f"{impl}{'+' + variant if variant else ''}@{threads}"
+                    name, _, malloc = (variant or "").partition("@")
+                    tag = f"{impl}{'+' + name if name else ''}{'@' + malloc if malloc else ''} {threads}t"
                     say(f"[{n + repeat * len(order)}/{len(order) * args.repeats}] {tag}")
                     spec = {**base, "impl": tag, "framework": framework, "path": path,
-                            "variant": f"benchmarks.levers:{variant}" if variant else None}
-                    r = run_worker(spec, Path(work), threads, args.timeout)
+                            "variant": f"benchmarks.levers:{name}" if name else None}
+                    r = run_worker(spec, Path(work), threads, args.timeout, malloc or args.malloc)
                     speed = chars_per_s(r, config)
                     say(f"  {tag}: {r.get('status')}" + (f", {speed:,.0f} chars/s" if speed else ""))
                     runs.setdefault((impl, variant, threads), []).append(r)

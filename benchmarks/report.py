@@ -382,6 +382,7 @@ def write_report(out):
             "ms": fmt(r.get("step_ms_median"), ".1f"),
             "spread": f"{fmt(r.get('step_ms_p10'), '.1f')}–{fmt(r.get('step_ms_p90'), '.1f')}",
             "first": fmt(r.get("time_to_first_step_s"), ".1f"), "rss": fmt(r.get("peak_rss_mb")),
+            "faults": fmt(r.get("page_faults_per_step")), "sys": fmt(r.get("system_ms_per_step"), ".1f"),
             "peak": fmt(100 * r["peak_fraction"], ".1f", " %") if not missing(r.get("peak_fraction")) else "–",
             "loss": fmt(r.get("final_loss"), ".4f"), "val": fmt(r.get("final_val_loss"), ".4f"),
             "device": r.get("device", ""), "status": r.get("status", ""),
@@ -389,15 +390,21 @@ def write_report(out):
     md += ["## Results", "", md_table(rows, [
         ("impl", "implementation"), ("chars", "chars/s"), ("ratio", f"vs {REFERENCE}"),
         ("ms", "step ms (median)"), ("spread", "step ms p10–p90"), ("first", "first step s"),
-        ("rss", "peak RSS MB"), ("peak", "share of matmul peak"), ("loss", "final loss"),
-        ("val", "final val loss"), ("device", "device"), ("status", "status")]), ""]
+        ("rss", "peak RSS MB"), ("faults", "page faults / step"), ("sys", "kernel ms / step"),
+        ("peak", "share of matmul peak"), ("loss", "final loss"), ("val", "final val loss"), ("device", "device"), ("status", "status")]), ""]
     md.append(
         f"chars/s = B x T / median step time. \"vs {REFERENCE}\" is each throughput divided by "
         f"{REFERENCE}'s" + ("" if ref_speed else f" (no {REFERENCE} result in this run, so no ratios)")
         + ". Final loss is the mean training loss over the last 10 % of the steps (at most 20); "
         "before any figure is written the loss is checked to be finite and falling (final below the "
         "first step's), and a run that fails the check, crashes or times out has its reason in the "
-        "status column instead of figures.")
+        "status column instead of figures. Page faults and kernel (system) time per step are the "
+        "worker's own over the timed steps: with the machine's allocator a framework can spend a "
+        "third of its step having the kernel hand it fresh zeroed pages, and whether it does "
+        "changes from one process to the next; this run's allocator: "
+        + ({"steady": "*steady* (`--malloc steady`: glibc's mmap threshold fixed at 32 MiB, no trimming; "
+                      "freed memory serves the next step)",
+            "default": "the machine's default (`--malloc default`)"}.get(env.get("malloc"), "not recorded")) + ".")
     md += ["", image("throughput", "throughput per implementation")]
     md += rounds_section(rounds)
 
@@ -516,6 +523,8 @@ def write_report(out):
                                            f"{cpu.get('usable_cores')} usable)"),
         ("threads", f"{env.get('threads')} (env: " + ", ".join(
             f"{k}={v}" for k, v in env.get("thread_env", {}).items() if "THREADS" in k) + ")"),
+        ("allocator", {"steady": "steady: " + ", ".join(f"{k}={v}" for k, v in env.get("malloc_env", {}).items()),
+                       "default": "the machine's default"}.get(env.get("malloc"), "not recorded")),
         ("python", f"{env.get('python')} on {env.get('platform')}"),
         ("packages", ", ".join(f"{k} {v}" for k, v in pk.items() if v)),
         ("BLAS (numpy)", "; ".join(f"{p.get('internal_api')} {p.get('version')} "

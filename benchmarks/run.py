@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import flops
-from benchmarks.worker import thread_env
+from benchmarks.worker import MALLOC_CHOICES, malloc_env, thread_env
 from common.batches import Batches, split
 from common.config import Config, add_config_args
 from common.errors import ConfigError, RosettaError
@@ -63,7 +63,7 @@ DEFAULTS = {  # reference run: ~10-15 min on 2 idle cores (~20k chars/s each at 
 SUMMARY_COLUMNS = [
     "impl", "framework", "path", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
     "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb",
-    "peak_rss_mb", "flops_per_char", "peak_fraction", "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
+    "peak_rss_mb", "page_faults_per_step", "system_ms_per_step", "flops_per_char", "peak_fraction", "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
     "num_layers", "batch_size", "seq_length", "dtype", "optimizer", "learning_rate", "clip_norm",
     "threads", "iters", "warmup"]
 STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_time_s", "val_loss"]
@@ -145,6 +145,11 @@ def build_parser():
     add_config_args(p, skip=("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "learning_rate"))
     p.add_argument("--threads", type=whole(1), default=2,
                    help="threads for every framework and BLAS (the same for all implementations) (default %(default)s)")
+    p.add_argument("--malloc", choices=MALLOC_CHOICES, default="steady",
+                   help="steady: every worker keeps the memory it frees for its next step (glibc's mmap and "
+                        "trim thresholds fixed, benchmarks/worker.py); default: the machine's allocator, "
+                        "whose page faults can halve a framework's speed from one process to the next "
+                        "(default %(default)s)")
     p.add_argument("--corpus", default="tinyshakespeare", help="built-in corpus name or a UTF-8 text file (default %(default)s)")
     p.add_argument("--val-every", type=whole(0), default=None,
                    help=f"validation loss every K steps and at the end; 0 = none {q('val_every')}")
@@ -215,13 +220,14 @@ def implementations(frameworks, paths):
 # ---------------------------------------------------------------------------------------------
 # Running one worker
 
-def run_worker(spec, workdir, threads, timeout):
-    """Run benchmarks.worker on `spec` in a fresh process; its result dict (status says what failed)."""
+def run_worker(spec, workdir, threads, timeout, malloc="steady"):
+    """Run benchmarks.worker on `spec` in a fresh process, with `threads` threads and the allocator
+    `malloc` (worker.malloc_env); its result dict (status says what failed)."""
     name = spec.get("impl") or f"{spec['mode']}-{spec.get('lib')}"
     out = workdir / f"{spec['mode']}-{name}.json"
     out.unlink(missing_ok=True)
     spec = {**spec, "threads": threads, "out": str(out)}
-    env = {**os.environ, **thread_env(threads), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **thread_env(threads), **malloc_env(malloc), "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--spec", json.dumps(spec)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -279,7 +285,8 @@ def summary_row(impl, framework, path, result, plan, peak_gflops):
            "warmup": args.warmup, **{k: v for k, v in config.to_dict().items() if k != "seed"}}
     row["flops_per_char"] = flops.flops_per_char(config.vocab_size, config.hidden_size, config.num_layers)
     row["time_to_first_step_s"] = result.get("time_to_first_step_s")
-    for key in ("idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb", "peak_rss_mb"):
+    for key in ("idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb", "peak_rss_mb", "page_faults_per_step",
+                "system_ms_per_step"):
         row[key] = result.get(key)
     losses = [s["loss"] for s in result.get("steps", [])]
     if result.get("val"):
@@ -425,6 +432,7 @@ def environment(plan, results, gemm):
         "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(),
                 "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None},
         "threads": args.threads, "thread_env": thread_env(args.threads),
+        "malloc": args.malloc, "malloc_env": malloc_env(args.malloc),
         "blas": blas_info(args.threads), "git": git_commit(),
         "devices": {impl: r.get("device") for impl, r in results.items()},
         "framework_versions": {impl: r.get("framework_version") for impl, r in results.items()},
@@ -465,7 +473,8 @@ def run_all(plan, out, work):
 
     gemm = []
     for lib in ("numpy", "torch"):
-        r = run_worker({"mode": "gemm", "lib": lib, "n": args.gemm_size, "reps": 7}, work, args.threads, timeout)
+        r = run_worker({"mode": "gemm", "lib": lib, "n": args.gemm_size, "reps": 7}, work, args.threads, timeout,
+                       args.malloc)
         gemm.append({"lib": lib, "n": args.gemm_size, "threads": args.threads, "reps": 7,
                      "median_s": r.get("median_s"), "gflops": r.get("gflops"), "status": r["status"]})
     peak = max((g["gflops"] for g in gemm if g["status"] == "ok"), default=None)
@@ -488,7 +497,7 @@ def run_all(plan, out, work):
         if args.sweep_hidden:  # run by the same worker after the main run: no second start-up
             spec["sweep"] = {"hidden_sizes": args.sweep_hidden, "iters": args.sweep_iters, "warmup": 1,
                              "budget_s": args.sweep_budget}
-        results[impl] = r = run_worker(spec, work, args.threads, timeout)
+        results[impl] = r = run_worker(spec, work, args.threads, timeout, args.malloc)
         row = summary_row(impl, framework, path, r, plan, peak)
         summary.append(row)
         steps += steps_rows(impl, framework, path, r)
@@ -518,7 +527,7 @@ def run_rounds(plan, impls, base, out, work):
         for impl, framework, path in impls:
             spec = {**base, "mode": "train", "impl": f"{impl} round {rnd}", "framework": framework, "path": path,
                     "iters": args.round_iters, "warmup": args.warmup, "val_every": 0, "sample_length": 0}
-            got[impl] = run_worker(spec, work, args.threads, args.timeout)
+            got[impl] = run_worker(spec, work, args.threads, args.timeout, args.malloc)
         rows = round_rows(rnd, got, config)
         print("  " + ", ".join(f"{r['impl']} {r['ratio']:.2f}x" for r in rows if r["ratio"]), file=sys.stderr, flush=True)
         rounds += rows

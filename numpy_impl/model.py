@@ -46,14 +46,39 @@ def split_gates(a):
     return a[..., :H, :], a[..., H:2 * H, :], a[..., 2 * H:3 * H, :], a[..., 3 * H:, :]
 
 
-def over_time(a):
-    """(T, n, B) -> (n, T * B), every step's columns side by side (a copy): a weight gradient
-    summed over all steps is then one product, not T small ones."""
-    return a.transpose(1, 0, 2).reshape(a.shape[1], -1)
+def over_time(a, out=None):
+    """(T, n, B) -> (n, T * B), every step's columns side by side (a copy, into `out` if given): a
+    weight gradient summed over all steps is then one product, not T small ones."""
+    T, n, B = a.shape
+    if out is None:
+        return a.transpose(1, 0, 2).reshape(n, T * B)
+    out.reshape(n, T, B)[...] = a.transpose(1, 0, 2)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # speed helpers: what each buys (torch and keras leave this to their kernels)
+
+class Buffers:
+    """Arrays kept from one step to the next, by name: numpy's stand-in for a framework's allocator.
+
+    Every numpy expression returns a new array. A layer's gates are 8 MB at the reference size, and
+    glibc hands blocks that large back to the kernel when they are freed, so each new one arrives
+    as fresh pages the kernel must zero: 3,000 page faults and 13-15 ms of kernel time in a
+    62-67 ms step, before the model kept them. keep(name, shape, dtype) returns the array kept
+    under that name, new only the first time or when the shape changes (sampling after training).
+    What a caller keeps (the state, the gradients, forward's logits) is never one of them.
+    """
+
+    def __init__(self):
+        self.arrays = {}
+
+    def __call__(self, name, shape, dtype):
+        a = self.arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self.arrays[name] = np.empty(shape, dtype)
+        return a
+
 
 def gate_constants(H, dtype):
     """(scale, shift), each (4H, 1): sigmoid on i, f, o and tanh on g from ONE np.tanh over z.
@@ -76,12 +101,12 @@ def activate_gates(z, scale, shift):
     z += shift
 
 
-def gate_derivatives(gates, scale, shift):
-    """d gate / d z from the gates themselves (see gate_constants):
+def gate_derivatives(gates, scale, shift, out=None):
+    """d gate / d z from the gates themselves (see gate_constants), into `out` if given:
     a * (1 - a) for the sigmoids i, f, o and 1 - a^2 for the tanh g, i.e. a * (P - a) + Q with
     P = 2 * shift (1 on i, f, o; 0 on g) and Q = 1 - P."""
     P = 2 * shift
-    d = P - gates  # one temporary, then in place
+    d = np.subtract(P, gates, out=out)  # one array, then in place
     d *= gates
     d += 1 - P
     return d
@@ -100,20 +125,22 @@ def gate_derivatives(gates, scale, shift):
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
 # (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
 
-def lstm_forward(xz, h, c, W_h, gate_consts):
+def lstm_forward(xz, h, c, W_h, gate_consts, keep=None):
     """One layer over T steps; the cache keeps what lstm_backward needs.
 
     xz: (T, 4H, B) x_t @ W_x + b for all steps at once (the input does not depend on h)
     h, c: (H, B) initial state; W_h: (H, 4H); gate_consts: gate_constants(H, dtype).
+    keep: this layer's Buffers, where the cache is written (new arrays if None).
     Returns hs (T, H, B) with hs[t] = h_t, the last h, c (views), and the cache for lstm_backward.
     """
     T, H4, B = xz.shape
     H = H4 // 4
+    keep = keep or Buffers()
     W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): a transposed view would cost the product 1.4x
-    hs = np.empty((T + 1, H, B), dtype=xz.dtype)  # hs[0] = h, hs[t + 1] = h_t
-    cs = np.empty((T + 1, H, B), dtype=xz.dtype)
-    gates = np.empty((T, 4 * H, B), dtype=xz.dtype)  # i, f, g, o after their nonlinearities
-    tanh_cs = np.empty((T, H, B), dtype=xz.dtype)
+    hs = keep("hs", (T + 1, H, B), xz.dtype)  # hs[0] = h, hs[t + 1] = h_t
+    cs = keep("cs", (T + 1, H, B), xz.dtype)
+    gates = keep("gates", (T, 4 * H, B), xz.dtype)  # i, f, g, o after their nonlinearities
+    tanh_cs = keep("tanh_cs", (T, H, B), xz.dtype)
     hs[0], cs[0] = h, c
     for t in range(T):
         z = gates[t]
@@ -127,17 +154,20 @@ def lstm_forward(xz, h, c, W_h, gate_consts):
     return hs[1:], hs[T], cs[T], (hs, cs, gates, tanh_cs)
 
 
-def lstm_backward(dhs, cache, W_h, gate_consts):
+def lstm_backward(dhs, cache, W_h, gate_consts, keep=None):
     """Backward through one layer, from the last step to the first.
 
     dhs: (T, H, B) gradient of the loss reaching each h_t from above (the head or the next layer)
+    keep: Buffers for dz and the gate derivatives (new arrays if None).
     Returns dz (T, 4H, B), the gradient at the pre-activations of every step; the weight
     gradients are then one product each over all steps. The loss does not see the final state,
     so dh_next and dc_next start at zero; the initial state is a constant (truncated BPTT).
     """
     _, cs, gates, tanh_cs = cache
     T, H, B = dhs.shape
-    dz = np.empty_like(gates)  # (T, 4H, B); its blocks di, df, dg, do are written in place
+    keep = keep or Buffers()
+    dz = keep("dz", gates.shape, gates.dtype)  # (T, 4H, B); its blocks di, df, dg, do are written in place
+    d_gates = keep("d_gates", gates.shape[1:], gates.dtype)
     dh_next = np.zeros((H, B), dtype=dhs.dtype)
     dc_next = np.zeros((H, B), dtype=dhs.dtype)
     for t in reversed(range(T)):
@@ -150,7 +180,7 @@ def lstm_backward(dhs, cache, W_h, gate_consts):
         np.multiply(dc, cs[t], out=df)
         np.multiply(dc, i, out=dg)
         dc_next = dc * f
-        dz[t] *= gate_derivatives(gates[t], *gate_consts)  # through the sigmoids and the tanh
+        dz[t] *= gate_derivatives(gates[t], *gate_consts, out=d_gates)  # through the sigmoids and the tanh
         np.matmul(W_h, dz[t], out=dh_next)  # (H, B) = dz_t @ W_h^T as columns, written in place
     return dz
 
@@ -171,6 +201,8 @@ class CharLSTM:
         self.params = {name: np.array(weights[name], dtype=self.dtype) for name in weights}
         self.gate_consts = gate_constants(H, self.dtype)
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
+        self.layer_buffers = [Buffers() for _ in range(L)]  # each layer's cache, kept between steps
+        self.buffers = Buffers()  # the head's and backward's arrays, kept between steps
         self.clip = FORMULAS[formula]["clip"]
         self.reset_state()
 
@@ -187,23 +219,28 @@ class CharLSTM:
         return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
     def run(self, x, state):
-        """Forward: logits (B, T, V), the new state [(h, c)] per layer, and the caches for backward."""
+        """Forward: logits (B, T, V), the new state [(h, c)] per layer, and the caches for backward.
+        The logits and the caches live in the model's Buffers: valid until the next run."""
         x = np.asarray(x)
+        (B, T), H = x.shape, self.config.hidden_size
         if state is None:
             state = self.zero_state(x.shape[0])
         state = [(np.asarray(h, self.dtype).T, np.asarray(c, self.dtype).T) for h, c in state]  # columns
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
+            keep = self.layer_buffers[l]
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
             if l == 0:
-                xz = W_x.T[:, x.T].swapaxes(0, 1)  # (T, 4H, B): one-hot x_t @ W_x is a gather
+                xz = np.take(W_x.T, x.T, axis=1, out=keep("xz", (4 * H, T, B), self.dtype))
+                xz = xz.swapaxes(0, 1)  # (T, 4H, B): one-hot x_t @ W_x is a gather
             else:
-                xz = np.matmul(np.ascontiguousarray(W_x.T), hs)  # (T, 4H, B): all steps in one call
-            xz += b[:, None]  # in place: the gather and the product made a new array
-            hs, h, c, cache = lstm_forward(xz, h, c, W_h, self.gate_consts)  # hs (T, H, B)
+                xz = np.matmul(np.ascontiguousarray(W_x.T), hs, out=keep("xz", (T, 4 * H, B), self.dtype))
+            xz += b[:, None]  # in place: every step's x_t @ W_x, then + b once
+            hs, h, c, cache = lstm_forward(xz, h, c, W_h, self.gate_consts, keep)  # hs (T, H, B)
             new_state.append((h.T.copy(), c.T.copy()))  # rows (B, H) again, for the caller
             caches.append(cache)
-        logits = np.matmul(self.params["head.W"].T, hs) + self.params["head.b"][:, None]  # (T, V, B)
+        logits = np.matmul(self.params["head.W"].T, hs, out=self.buffers("logits", (T, self.config.vocab_size, B), self.dtype))
+        logits += self.params["head.b"][:, None]  # (T, V, B)
         return logits.transpose(2, 0, 1), new_state, caches  # (B, T, V) view of the columns
 
     def loss(self, x, y, state):
@@ -218,22 +255,24 @@ class CharLSTM:
         dlogits: (T, V, B) from cross_entropy; caches: one per layer from run.
         """
         x = np.asarray(x)
-        V, L = self.config.vocab_size, self.config.num_layers
+        V, L, keep = self.config.vocab_size, self.config.num_layers, self.buffers
         hs = caches[-1][0][1:]  # (T, H, B) from the last layer
-        grads = {"head.W": over_time(hs) @ over_time(dlogits).T, "head.b": dlogits.sum(axis=(0, 2))}
-        dhs = np.matmul(self.params["head.W"], dlogits)  # (T, H, B)
+        T, H, B = hs.shape
+        h_all = keep("h_all", (H, T * B), self.dtype)  # over_time's copies of hs, one at a time
+        grads = {"head.W": over_time(hs, h_all) @ over_time(dlogits).T, "head.b": dlogits.sum(axis=(0, 2))}
+        dhs = np.matmul(self.params["head.W"], dlogits, out=keep("dhs", (T, H, B), self.dtype))
         for l in reversed(range(L)):
             hs = caches[l][0]  # (T + 1, H, B): the inputs h_{t-1} of W_h
-            dz = lstm_backward(dhs, caches[l], self.params[f"lstm.{l}.W_h"], self.gate_consts)
-            dz_all = over_time(dz)  # (4H, T * B)
-            grads[f"lstm.{l}.W_h"] = over_time(hs[:-1]) @ dz_all.T  # every step in one product
+            dz = lstm_backward(dhs, caches[l], self.params[f"lstm.{l}.W_h"], self.gate_consts, keep)
+            dz_all = over_time(dz, keep("dz_all", (4 * H, T * B), self.dtype))  # (4H, T * B)
+            grads[f"lstm.{l}.W_h"] = over_time(hs[:-1], h_all) @ dz_all.T  # every step in one product
             grads[f"lstm.{l}.b"] = dz_all.sum(axis=1)
             if l == 0:
                 one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(-1)]  # (T * B, V), over_time's order
                 grads["lstm.0.W_x"] = one_hot.T @ dz_all.T  # a BLAS product: 1.2x the whole step against np.add.at
             else:
-                grads[f"lstm.{l}.W_x"] = over_time(caches[l - 1][0][1:]) @ dz_all.T
-                dhs = np.matmul(self.params[f"lstm.{l}.W_x"], dz)  # (T, H, B)
+                grads[f"lstm.{l}.W_x"] = over_time(caches[l - 1][0][1:], h_all) @ dz_all.T
+                dhs = np.matmul(self.params[f"lstm.{l}.W_x"], dz, out=dhs)  # (T, H, B), layer l's used
         return {name: grads[name] for name in self.params}
 
     def forward(self, x, state=None):

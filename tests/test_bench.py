@@ -115,6 +115,7 @@ def test_summary_figures_follow_from_the_steps(run_dir):
         assert float(r["peak_fraction"]) == pytest.approx(float(r["chars_per_s"]) * 3 * forward / peak)
         last_val = [float(s["val_loss"]) for s in steps if s["impl"] == impl and s["val_loss"]][-1]
         assert float(r["final_val_loss"]) == pytest.approx(last_val)
+        assert float(r["page_faults_per_step"]) >= 0 and float(r["system_ms_per_step"]) >= 0
 
 
 def test_sweep_gemm_environment_and_samples(run_dir):
@@ -129,6 +130,8 @@ def test_sweep_gemm_environment_and_samples(run_dir):
     for key in ("python", "packages", "cpu", "threads", "blas", "git", "date", "devices", "config"):
         assert key in env, key
     assert env["threads"] == 2 and env["config"]["hidden_size"] == H
+    assert env["malloc"] == "steady" and env["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+                                                               "MALLOC_TRIM_THRESHOLD_": str(2**30)}
     assert set(env["devices"]) == set(IMPLS)
     assert env["data"]["same_batches_in_every_worker"] and env["data"]["same_weights_in_every_worker"]
     blocks = re.findall(r"^--- (\S+) ---$", (out / "samples.txt").read_text(encoding="utf-8"), re.M)
@@ -218,6 +221,7 @@ def test_a_failing_implementation_is_recorded_and_the_others_run(tmp_path):
     (["--paths", "stacked"], "unknown path 'stacked'"),
     (["--frameworks", "numpy", "--paths", "layer"], "numpy has only cell"),
     (["--dtype", "float16"], "--dtype"),
+    (["--malloc", "sometimes"], "--malloc"),
     (["--learning-rate", "-1"], "--learning-rate"),
         (["--clip-norm", "-1"], "clip_norm must be 0"),
     (["--corpus", "no/such/file.txt"], "no corpus file"),
