@@ -129,7 +129,7 @@ def sigmoid(z):
 
 
 def plain_activate_gates(z, scale, shift):
-    """The first version: sigmoid on i, f, o and tanh on g, slice by slice (scale, shift unused)."""
+    """The first version: sigmoid on i, f, o and tanh on g, slice by slice (the constants unused)."""
     import numpy as np
     H = z.shape[-2] // 4  # gates stacked as rows (4H, B)
     z[..., :2 * H, :] = sigmoid(z[..., :2 * H, :])
@@ -137,7 +137,7 @@ def plain_activate_gates(z, scale, shift):
     z[..., 3 * H:, :] = sigmoid(z[..., 3 * H:, :])
 
 
-def plain_gate_derivatives(gates, scale, shift, out=None):
+def plain_gate_derivatives(gates, P, Q, out=None):
     """a * (1 - a) for the sigmoids, 1 - a^2 for the tanh, as two separate expressions."""
     import numpy as np
     H = gates.shape[-2] // 4
@@ -149,9 +149,9 @@ def plain_gate_derivatives(gates, scale, shift, out=None):
 def numpy_plain_gates(framework, path, info):
     """Before: plain sigmoid and tanh per gate slice (after: one np.tanh over all four gates)."""
     import numpy_impl.model as m
-    for name in ("activate_gates", "gate_derivatives"):
-        if list(inspect.signature(getattr(m, name, None) or (lambda: 0)).parameters)[1:3] != ["scale", "shift"]:
-            raise ConfigError(f"numpy_impl.model.{name}(x, scale, shift) is gone; update benchmarks/levers.py.")
+    for name, args in (("activate_gates", ["scale", "shift"]), ("gate_derivatives", ["P", "Q"])):
+        if list(inspect.signature(getattr(m, name, None) or (lambda: 0)).parameters)[1:3] != args:
+            raise ConfigError(f"numpy_impl.model.{name}(x, {', '.join(args)}) is gone; update benchmarks/levers.py.")
     m.activate_gates, m.gate_derivatives = plain_activate_gates, plain_gate_derivatives
 
 

@@ -487,7 +487,8 @@ def write_report(out):
                "\"before\" is the simpler code a first version would have had, made by patching the shipped "
                "module in the worker or, for a change of a whole file's layout, by running that file as it "
                "was at an earlier commit (benchmarks/levers.py), \"after\" the faster one; ratio = after / before; "
-               "kept = whether the shipped code uses \"after\". Both sides start from the same weights and "
+               "kept = whether the shipped code uses \"after\" (\"bench\": a setting of the benchmark itself, "
+               "such as the allocator every worker runs with). Both sides start from the same weights and "
                "batches, and their losses over the first and warm-up steps agree to 1e-4 (the note says so).", "",
                md_table(rows, [("lever", "lever"), ("impl", "implementation"), ("before", "before chars/s"),
                                ("after", "after chars/s"), ("ratio", "ratio"), ("kept", "kept"), ("note", "note")]), ""]
