@@ -27,23 +27,19 @@ PATHS = ("layer", "cell")
 # ---------------------------------------------------------------------------------------------
 # keras helpers: the optimizer, the graph compiler's switch, and the way out of a sparse gradient
 
-# XLA (tf.function(jit_compile=True)) on the train step: a documented choice, on for the cell
-# path, off for the layer path. Measured at V=65, H=256, L=2, B=32, T=64, float32, Adam, 2 threads,
-# in one process, models interleaved step by step (median of 20 steps; the 2-core machine was
-# shared, load ~3.5, so most steps ran on one core: compare the CPU ms per step):
-#   cell   keras.ops.scan, no XLA               14.8k chars/s, 139 ms CPU/step (XLA cannot compile it)
-#          tf.while_loop + TensorArrays, no XLA 15.7k,         131 ms
-#          the same with XLA (shipped)          17.6k,         117 ms; 28.5k on 2 free cores;
-#                                               benchmarks.run: 16.6k, 5.0 s to the first step
-#                                               compiling adds ~0.6 s to the first step
-#   layer  keras.layers.LSTM, no XLA (shipped)  13.8k,         148 ms; 2-4 s to the first step
-#          with XLA 13.6k and 8.5 s to compile; unroll=True 8.3k, 12 s
-# Later, on idle cores (benchmarks.levers, 3 runs a side): the cell path's 2-thread runs land at
-# either ~20k chars/s (its 1-thread speed) or ~29.5k, per process, so a median of 3 said 0.99x; the
-# best run without XLA made 24.2k, with XLA 29.6k.
+# XLA (tf.function(jit_compile=True)) on the train step: a documented choice, on for both paths.
+# benchmarks.levers, V=65, H=256, L=2, B=32, T=64, float32, Adam, 2 idle threads, 3 runs a side,
+# every worker with the benchmark's steady allocator (benchmarks/worker.py, STEADY_MALLOC):
+#   cell   tf.while_loop + TensorArrays   24.2k chars/s without XLA, 28.8k with (1.19x);
+#          compiling adds 0.6 s to the first step (2.8 s in all)
+#   layer  keras.layers.LSTM              23.5k without XLA, 25.8k with (1.10x); compiling adds 0.7 s
+# Tried and left: keras.ops.scan for the cell loop (XLA cannot compile it; 0.94x of the while
+# loop without XLA), the 64 steps unrolled in python (8.8k chars/s with XLA, 27.5 s to compile;
+# 16.5k without), keras.layers.LSTM(unroll=True) (0.6x). Earlier, under the machine's default
+# allocator, the layer path measured 0.83x with XLA: its page faults, not XLA, set that figure.
 # XLA keeps float64 exact (the float64 tests pass with it). `CharLSTM(..., jit_compile=False)`
-# turns it off, `jit_compile=True` turns it on for the layer path.
-JIT_COMPILE = {"layer": False, "cell": True}
+# turns it off.
+JIT_COMPILE = {"layer": True, "cell": True}
 
 
 def make_optimizer(config):
