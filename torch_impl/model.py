@@ -47,7 +47,7 @@ def to_numpy(t):
 # @ W_h (H, 4H) takes 177, and autograd's per-step dW_h 90 against 209 (H=256, B=32, 2 threads,
 # alone). In the train step the gain is small, 1.02x (benchmarks/levers.py): per-step products of
 # MKL here run at about half of numpy's OpenBLAS (see the report's matrix-multiply peak), and the
-# step is mostly autograd's 260 small products and ~10,000 small element-wise kernels.
+# step is mostly autograd's 260 small products and about 3,300 small element-wise kernels.
 
 # One LSTM layer: gates i, f, g, o stacked (4H rows here; nn.LSTM: 4H columns)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
