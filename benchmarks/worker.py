@@ -3,14 +3,15 @@
     python -m benchmarks.worker --spec '{"mode": "train", "framework": "torch", "path": "layer", ...}'
 
 benchmarks/run.py starts one worker per implementation (and per matrix-multiply library), with the
-thread count in the environment, and reads back the JSON file the worker writes to spec["out"].
+thread count and the allocator's settings (STEADY_MALLOC below) in the environment, and reads back the JSON file the worker writes to spec["out"].
 Progress goes to stderr, one line at a time, for run.py to relay. Modes:
 
     train   time to first step (framework import + model build + first train_step), warm-up
             steps left out, then `iters` timed steps; validation loss every `val_every` steps;
             resident memory just before the first step (idle: libraries, data, model), between
             steps after the warm-up (warm) and the peak before that, the peak of the timed steps
-            alone, and the peak of the whole run; a generated sample at the end; then, if
+            alone, and the peak of the whole run; page faults and kernel time per timed step
+            (what the allocator costs); a generated sample at the end; then, if
             spec["sweep"] asks, throughput only at other hidden sizes (a fresh model each, a few
             timed steps)
     gemm    float32 (n, n) @ (n, n) with numpy or torch: the machine's matrix-multiply peak
