@@ -153,6 +153,35 @@ def test_gradients_and_evaluate_touch_neither_weights_nor_carried_state():
     np.testing.assert_array_equal(model.get_weights()["head.W"], weights["head.W"])
 
 
+def test_kept_buffers_never_reach_what_the_caller_holds():
+    """The model reuses its big arrays from step to step (Buffers): logits, state and gradients
+    handed out earlier must not change when later calls write those arrays again."""
+    config = small()
+    model = CharLSTM(config, init_weights(config))
+    (x1, y1, s1), (x2, y2, s2) = batch(0), batch(1)
+    logits, state = model.forward(x1, s1)
+    grads = model.gradients(x1, y1, s1)
+    held = logits.copy(), [(h.copy(), c.copy()) for h, c in state], {k: g.copy() for k, g in grads.items()}
+    gates = model.layer_buffers[0].arrays["gates"]
+    logits2, _ = model.forward(x2, s2)
+    model.gradients(x2, y2, s2)
+    model.train_step(x2, y2)
+    model.forward(x2[:1, :2])  # another shape (as sampling uses) gets arrays of its own
+    assert model.layer_buffers[0].arrays["gates"].shape == (2, 4 * H, 1)
+    assert not np.allclose(logits, logits2)  # the second batch did write other numbers
+    np.testing.assert_array_equal(logits, held[0])
+    for (h, c), (h0, c0) in zip(state, held[1]):
+        np.testing.assert_array_equal(h, h0)
+        np.testing.assert_array_equal(c, c0)
+    for name, g in grads.items():
+        np.testing.assert_array_equal(g, held[2][name])
+    model.forward(x1, s1)
+    assert model.layer_buffers[0].arrays["gates"] is not gates  # reallocated after the shape change
+    again = model.layer_buffers[0].arrays["gates"]
+    model.train_step(x1, y1)
+    assert model.layer_buffers[0].arrays["gates"] is again  # and kept from then on
+
+
 def test_train_step_carries_the_state_and_reset_zeros_it():
     config = small(learning_rate=0.05)
     w = init_weights(config)
