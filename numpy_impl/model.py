@@ -208,7 +208,8 @@ class CharLSTM:
         self.config, self.path, self.formula = config, path, formula
         self.dtype = np.dtype(config.dtype)
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> np.ndarray (copies), updated in place by the optimizer
+        # params: interchange name -> np.ndarray (copies), updated in place by the optimizer; in C
+        # order like the gradients and Adam's moments (an F-ordered W_h made Adam's step 2.3x slower)
         self.params = {name: np.array(weights[name], dtype=self.dtype, order="C") for name in weights}
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.layer_buffers = [Buffers() for _ in range(L)]  # each layer's cache, kept between steps
