@@ -26,7 +26,7 @@ bench-quick: $(VENV)
 	$(PY) -m benchmarks.report bench-quick
 	@echo "Report: bench-quick/REPORT.md"
 
-# Each speed lever before and after, and every implementation at 1 and 2 threads (~5 min on 2
+# Each speed lever before and after, and every implementation at 1 and 2 threads (~7 min on 2
 # idle cores), into results/ next to `make bench`'s files (run that first: the report needs them).
 bench-levers: $(VENV)
 	$(PY) -m benchmarks.levers --out results --repeats 3

@@ -1,7 +1,7 @@
 """What made it fast: each speed lever measured before and after, and every implementation at 1 and
 2 threads, each run in its own worker process (benchmarks/worker.py) in one run.
 
-    python -m benchmarks.levers --out results --repeats 3  # reference config, ~6 min on 2 idle cores
+    python -m benchmarks.levers --out results --repeats 3  # reference config, ~7 min on 2 idle cores
     python -m benchmarks.levers --out /tmp/lv --hidden-size 16 --iters 3 --frameworks numpy
     python -m benchmarks.report results                     # "What made it fast" and the threads table
 
@@ -15,7 +15,8 @@ steps (before any timing) must agree to 1e-4, or the row says so and the run exi
 Written to --out:
 
     levers.csv    lever, impl, before_chars_per_s, after_chars_per_s, ratio (after / before),
-                  kept (is the "after" in the shipped code: yes/no), note
+                  kept (is the "after" in the shipped code: yes/no; "bench": a setting of the
+                  benchmark itself, such as the allocator), note
     threads.csv   impl, threads, chars_per_s, step_ms_median, time_to_first_step_s, status
 """
 

@@ -238,6 +238,14 @@ def rounds_section(rounds):
 # ---------------------------------------------------------------------------------------------
 # Memory: what the step adds to the idle process, against the analytic bound
 
+def allocator(env):
+    """The workers' allocator as environment.json records it (benchmarks/worker.py, malloc_env)."""
+    if env.get("malloc") == "steady":
+        return ("*steady* (`--malloc steady`, freed memory kept for the next step: "
+                + ", ".join(f"{k}={v}" for k, v in env.get("malloc_env", {}).items()) + ")")
+    return "the machine's default (`--malloc default`)" if env.get("malloc") == "default" else "not recorded"
+
+
 def memory_bound_mb(row):
     """benchmarks.flops.activation_bytes for the row's config in MB; None if the row lacks a field."""
     fields = ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "dtype", "optimizer")
@@ -402,9 +410,7 @@ def write_report(out):
         "worker's own over the timed steps: with the machine's allocator a framework can spend a "
         "third of its step having the kernel hand it fresh zeroed pages, and whether it does "
         "changes from one process to the next; this run's allocator: "
-        + ({"steady": "*steady* (`--malloc steady`: glibc's mmap threshold fixed at 32 MiB, no trimming; "
-                      "freed memory serves the next step)",
-            "default": "the machine's default (`--malloc default`)"}.get(env.get("malloc"), "not recorded")) + ".")
+        + allocator(env) + ".")
     md += ["", image("throughput", "throughput per implementation")]
     md += rounds_section(rounds)
 
@@ -524,8 +530,7 @@ def write_report(out):
                                            f"{cpu.get('usable_cores')} usable)"),
         ("threads", f"{env.get('threads')} (env: " + ", ".join(
             f"{k}={v}" for k, v in env.get("thread_env", {}).items() if "THREADS" in k) + ")"),
-        ("allocator", {"steady": "steady: " + ", ".join(f"{k}={v}" for k, v in env.get("malloc_env", {}).items()),
-                       "default": "the machine's default"}.get(env.get("malloc"), "not recorded")),
+        ("allocator", allocator(env)),
         ("python", f"{env.get('python')} on {env.get('platform')}"),
         ("packages", ", ".join(f"{k} {v}" for k, v in pk.items() if v)),
         ("BLAS (numpy)", "; ".join(f"{p.get('internal_api')} {p.get('version')} "
