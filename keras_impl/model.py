@@ -78,6 +78,23 @@ def dense(grads):
     return [tf.convert_to_tensor(g) for g in grads]
 
 
+@tf.custom_gradient
+def write_row(rows, t, row):
+    """`rows` with rows[t] = row, for a loop that writes each row of a zeros tensor once.
+
+    What it buys: the gradient hands d rows on untouched and takes d row = d rows[t]. The
+    gradient of tf.TensorArray.write also zeroes d rows[t] after reading it; under XLA that read,
+    then write, of a buffer carried through the loop costs two copies of the whole (T, B, H)
+    buffer every step (2 x 2 MB at the reference config, 512 MB a train step), and made the step
+    60-100 ms depending on where the buffers fell. Leaving d rows[t] in place is exact here:
+    row t is written once, and the gradient of the zeros the loop starts from is never used.
+    """
+    def grad(d_rows):
+        return d_rows, None, d_rows[t]
+
+    return tf.tensor_scatter_nd_update(rows, tf.reshape(t, (1, 1)), row[None]), grad
+
+
 # ---------------------------------------------------------------------------------------------
 # One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
@@ -114,25 +131,31 @@ class LSTMLayer(keras.layers.Layer):
         # for their BLAS. Here XLA picks the layouts: the columns version measured slower, 105-115 ms
         # a step against 70-103 for rows (3 runs each, reference config).
 
-        # The loop over T is tf.while_loop with fixed-size TensorArrays, not keras.ops.scan: XLA
-        # cannot compile ops.scan on TensorFlow (its carry lives in a TensorArray rewritten every
-        # step), nor keras.ops.fori_loop writing into a preallocated (T, B, H) tensor (no gradient
-        # for XLA's dynamic-update-slice). keras.ops has no loop that does both, hence tf here.
+        # The loop over T is tf.while_loop, not keras.ops.scan: XLA cannot compile ops.scan on
+        # TensorFlow (its carry lives in a TensorArray rewritten every step), nor keras.ops.fori_loop
+        # writing into a preallocated (T, B, H) tensor (no gradient for XLA's dynamic-update-slice).
+        # keras.ops has no loop that does both, hence tf here. xz is read through a TensorArray
+        # (the gradient of xz[t] would be a whole (T, B, 4H) tensor every step); h goes to hs
+        # through write_row (the TensorArray's write costs copies under XLA: see write_row).
         xz = tf.TensorArray(xz.dtype, size=T, element_shape=h.shape[:1] + (4 * H,)).unstack(
             ops.swapaxes(xz, 0, 1))  # T slices (B, 4H), time-major
-        hs = tf.TensorArray(h.dtype, size=T, element_shape=h.shape)  # T slices (B, H)
+        hs = tf.zeros((T,) + tuple(h.shape), h.dtype)  # (T, B, H), row t written at step t
+        # The weight is read once, here: a variable read inside the loop is a new tensor at every
+        # step, and the gradient of the loop keeps each one (64 copies of W_h, 64 MB per layer and
+        # train step, at the reference config); a tensor from outside is the same at every step.
+        W_h = tf.convert_to_tensor(self.W_h)
 
         def step(t, h, c, hs):  # one time step: (h, c) -> new (h, c), h written to hs[t]
-            z = xz.read(t) + ops.matmul(h, self.W_h)  # (B, 4H)
+            z = xz.read(t) + ops.matmul(h, W_h)  # (B, 4H)
             i, f, g, o = ops.split(z, 4, axis=-1)
             # (one ops.sigmoid over all of z and tanh on the g slice only measured no faster)
             i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
             c = f * c + i * g
             h = o * ops.tanh(c)
-            return t + 1, h, c, hs.write(t, h)
+            return t + 1, h, c, write_row(hs, t, h)
 
         _, h, c, hs = tf.while_loop(lambda t, *_: t < T, step, (0, h, c, hs), maximum_iterations=T)
-        return ops.swapaxes(hs.stack(), 0, 1), h, c  # (B, T, H), (B, H), (B, H)
+        return ops.swapaxes(hs, 0, 1), h, c  # (B, T, H), (B, H), (B, H)
 
 
 # ---------------------------------------------------------------------------------------------
