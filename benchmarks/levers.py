@@ -194,6 +194,20 @@ def torch_compile_step(framework, path, info):
     m.lstm_step = torch.compile(step)
 
 
+def keras_w_h_in_loop(framework, path, info):
+    """Before: the cell path reads the variable W_h inside the loop body (after: once, before the loop)."""
+    import keras_impl.model as m
+    patch_source(m, "LSTMLayer.call", [(r"ops\.matmul\(h, W_h\)", "ops.matmul(h, self.W_h)")])
+
+
+def keras_tensorarray_write(framework, path, info):
+    """Before: the cell path's h written to a tf.TensorArray (after: write_row into a zeros tensor)."""
+    import keras_impl.model as m
+    patch_source(m, "LSTMLayer.call", [(r"hs = tf\.zeros\(.*", "hs = tf.TensorArray(h.dtype, size=T, element_shape=h.shape)"),
+                                       (r"write_row\(hs, t, h\)", "hs.write(t, h)"),
+                                       (r"ops\.swapaxes\(hs, 0, 1\)", "ops.swapaxes(hs.stack(), 0, 1)")])
+
+
 def keras_xla_off(framework, path, info):
     """Before: the train step in a tf.function without XLA."""
     import keras_impl.model as m
@@ -226,6 +240,10 @@ LEVERS = [
     ("state as columns, W_h^T @ h, and F.embedding (before: rows, h @ W_h, W_x[x]; model.py at c38c990)",
      "torch-cell", "torch_rows", None, "yes"),
     ("torch.compile of lstm_step, the single-step cell function", "torch-cell", None, "torch_compile_step", "info"),
+    ("W_h read once before the loop (before: the variable read inside it, which the loop's gradient "
+     "keeps a copy of at every step)", "keras-cell", "keras_w_h_in_loop", None, "yes"),
+    ("h written with write_row (before: tf.TensorArray.write, whose gradient costs two copies of "
+     "the (T, B, H) buffer a step under XLA)", "keras-cell", "keras_tensorarray_write", None, "yes"),
     ("XLA (jit_compile=True) on the layer path's train step", "keras-layer", "keras_xla_off", "keras_xla_on", "info"),
     ("XLA (jit_compile=True) on the cell path's train step", "keras-cell", "keras_xla_off", "keras_xla_on", "info"),
 ]
