@@ -25,18 +25,26 @@ PATHS = ("layer", "cell")
 
 
 # ---------------------------------------------------------------------------------------------
-# keras helpers: the optimizer, the graph compiler's switch, and the way out of a sparse gradient
+# keras helpers: the optimizer, the graph compiler's switch, the way out of a sparse gradient, and
+# a loop output written without copies
 
 # XLA (tf.function(jit_compile=True)) on the train step: a documented choice, on for both paths.
 # benchmarks.levers, V=65, H=256, L=2, B=32, T=64, float32, Adam, 2 idle threads, 3 runs a side,
 # every worker with the benchmark's steady allocator (benchmarks/worker.py, STEADY_MALLOC):
-#   cell   tf.while_loop + TensorArrays   24.2k chars/s without XLA, 28.8k with (1.19x);
-#          compiling adds 0.6 s to the first step (2.8 s in all)
-#   layer  keras.layers.LSTM              23.5k without XLA, 25.8k with (1.10x); compiling adds 0.7 s
+#   cell   tf.while_loop, W_h read before it, write_row   23.8k chars/s without XLA, 37.5k with
+#          (1.57x); compiling adds 0.5 s to the first step (2.8 s in all)
+#   layer  keras.layers.LSTM   XLA runs at one of two speeds, set per process: 77-79 ms a step or
+#          126-128 (off: 85-104 ms; 5 processes each, one run). The slow one is the copies that
+#          write_row removes from the cell path, inside Keras' own loop. The lever runs drew the
+#          slow one 5 times in 6 (16.2k chars/s against 23.9k off, 0.68x), the one before that
+#          the fast one (1.10x). On, as the better draw more often than not.
 # Tried and left: keras.ops.scan for the cell loop (XLA cannot compile it; 0.94x of the while
 # loop without XLA), the 64 steps unrolled in python (8.8k chars/s with XLA, 27.5 s to compile;
-# 16.5k without), keras.layers.LSTM(unroll=True) (0.6x). Earlier, under the machine's default
-# allocator, the layer path measured 0.83x with XLA: its page faults, not XLA, set that figure.
+# 16.5k without), keras.layers.LSTM(unroll=True) (0.6x); in the cell path, a custom gradient
+# giving dz @ W_h^T from a transpose made once before the loop (XLA transposes W_h at every step
+# for it: 80 us a product against 44) measured 61.0 ms median against 62.2 (6 processes each),
+# and one tanh over all four gates no faster. Earlier, under the machine's default allocator, the
+# layer path measured 0.83x with XLA: its page faults, not XLA, set that figure.
 # XLA keeps float64 exact (the float64 tests pass with it). `CharLSTM(..., jit_compile=False)`
 # turns it off.
 JIT_COMPILE = {"layer": True, "cell": True}

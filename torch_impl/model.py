@@ -45,9 +45,10 @@ def to_numpy(t):
 # does (nn.LSTM keeps rows, (B, H), and so does the interface). The numbers are the same; what
 # changes is the matrix product asked of MKL: W_h^T (4H, H) @ h (H, B) takes 85 us where h (B, H)
 # @ W_h (H, 4H) takes 177, and autograd's per-step dW_h 90 against 209 (H=256, B=32, 2 threads,
-# alone). In the train step the gain is small, 0.99-1.02x (benchmarks/levers.py): per-step products of
-# MKL here run at about half of numpy's OpenBLAS (see the report's matrix-multiply peak), and the
-# step is mostly autograd's 260 small products and about 3,300 small element-wise kernels.
+# alone). In the train step the gain is smaller, 0.99-1.22x over three runs of benchmarks/levers.py:
+# per-step products of MKL here run at about half of numpy's OpenBLAS (see the report's
+# matrix-multiply peak), and the step is mostly autograd's 260 small products and about 3,300
+# small element-wise kernels.
 
 # One LSTM layer: gates i, f, g, o stacked (4H rows here; nn.LSTM: 4H columns)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
