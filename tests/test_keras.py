@@ -108,3 +108,36 @@ print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_compiled_cell_step_keeps_no_copy_of_w_h_and_copies_no_output_buffer():
+    """XLA's optimized program for the cell path's train step (T=5, B=3, H=8): no (T, H, 4H) stack
+    of W_h kept for the gradient, and no copy of the (T, B, H) output buffer carried through a loop.
+    The levers' "before" variants, which bring each back, are caught by the same two counts."""
+    script = """
+import re, numpy as np, tensorflow as tf
+import keras_impl.model as km
+from benchmarks import levers
+from common.config import Config
+from common.weights import init_weights
+config = Config(vocab_size=11, hidden_size=8, num_layers=2, batch_size=3, seq_length=5)
+x = tf.constant(np.random.default_rng(0).integers(0, 11, (3, 5)))
+def counts():
+    model = km.CharLSTM(config, init_weights(config), path="cell")
+    hlo = model.graphs["train_step"].experimental_get_compiler_ir(x, x, model.state)(stage="optimized_hlo")
+    return (len(re.findall(r"f32\\[5,8,32\\]", hlo)),  # W_h (8, 32) stacked over T=5 steps
+            len(re.findall(r"f32\\[5,3,8\\]\\{[0-9,]+\\} copy\\(%get-tuple-element", hlo)))  # a loop's (T, B, H)
+shipped = km.LSTMLayer.call
+print("shipped", *counts())
+for variant in ("keras_w_h_in_loop", "keras_tensorarray_write"):
+    getattr(levers, variant)("keras", "cell", {})
+    print(variant, *counts())
+    km.LSTMLayer.call = shipped
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = {name: (int(stack), int(copies)) for name, stack, copies in
+              (line.split() for line in proc.stdout.splitlines() if line.startswith(("shipped ", "keras_")))}
+    assert counts["shipped"] == (0, 0), counts
+    assert counts["keras_w_h_in_loop"][0] > 0, counts  # the checks can see what they guard against
+    assert counts["keras_tensorarray_write"][1] > 0, counts

@@ -1,7 +1,7 @@
-"""benchmarks/levers.py: the numpy "before" variants compute the shipped numbers by other code, a
-tiny run of the numpy and torch levers end to end, and the report's sections from its CSVs.
+"""benchmarks/levers.py: the numpy and keras "before" variants compute the shipped numbers by other
+code, a tiny run of the numpy and torch levers end to end, and the report's sections from its CSVs.
 
-The variants are tried in this process only for numpy (monkeypatch puts the module back); torch
+The numpy and keras variants are tried in this process (monkeypatch puts the module back); torch
 runs only inside the levers' worker processes.
 """
 
