@@ -1,14 +1,24 @@
 """The registry of implementations: the command line and the benchmark reach each framework only
-through its module name and the CharLSTM interface of DESIGN.md, never by importing it here."""
+through its module name and the CharLSTM interface of DESIGN.md, never by importing it here.
+
+Each (framework, path) lives in one module: the lesson paths in `<framework>_impl/model.py`, the
+tuned path "fast" in `<framework>_impl/fast.py`.
+"""
 
 import importlib
+import os
 
 from common.errors import ConfigError
 
 FRAMEWORKS = {"numpy": "numpy_impl.model", "torch": "torch_impl.model", "keras": "keras_impl.model"}
-PATHS = {"numpy": ("cell",), "torch": ("layer", "cell"), "keras": ("layer", "cell")}
+PATHS = {"numpy": ("cell", "fast"), "torch": ("layer", "cell", "fast"), "keras": ("layer", "cell", "fast")}
 DEFAULT_PATH = {"numpy": "cell", "torch": "layer", "keras": "layer"}
-PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "tensorflow-cpu and keras"}
+FAST_MODULES = {"numpy": "numpy_impl.fast", "torch": "torch_impl.fast", "keras": "keras_impl.fast"}
+PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "keras and its backend (tensorflow-cpu, jax or torch)"}
+# Keras 3 runs on any of these; KERAS_BACKEND (the command line's --backend) picks one before import
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+BACKEND_PACKAGES = {"tensorflow": "tensorflow-cpu", "jax": "jax and jaxlib", "torch": "torch"}
+DEFAULT_KERAS_BACKEND = "tensorflow"
 # Environment variables every framework's thread pools read at import (BLAS, OpenMP, TensorFlow)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
@@ -24,19 +34,43 @@ def check_framework(framework, path=None):
     return framework, path
 
 
-def model_class(framework):
-    """The CharLSTM class of a framework, imported on demand by module name."""
-    check_framework(framework)
+def check_backend(backend):
+    """A Keras 3 backend name, checked; None means KERAS_BACKEND or the default (tensorflow)."""
+    backend = backend or os.environ.get("KERAS_BACKEND") or DEFAULT_KERAS_BACKEND
+    if backend not in KERAS_BACKENDS:
+        raise ConfigError(f"unknown Keras backend {backend!r}; choose one of {', '.join(KERAS_BACKENDS)}.")
+    return backend
+
+
+def use_backend(backend):
+    """Set KERAS_BACKEND before keras is imported (Keras 3 reads it once, at import)."""
+    os.environ["KERAS_BACKEND"] = check_backend(backend)
+    return os.environ["KERAS_BACKEND"]
+
+
+def module_name(framework, path=None):
+    """The module that holds `framework`'s CharLSTM for `path`."""
+    framework, path = check_framework(framework, path)
+    return FAST_MODULES[framework] if path == "fast" else FRAMEWORKS[framework]
+
+
+def model_class(framework, path=None):
+    """The CharLSTM class of a framework and path, imported on demand by module name."""
+    name = module_name(framework, path)
     try:
-        module = importlib.import_module(FRAMEWORKS[framework])
+        module = importlib.import_module(name)
     except ImportError as e:
+        what = PACKAGES[framework]
+        if framework == "keras":
+            backend = check_backend(None)
+            what = f"keras and {BACKEND_PACKAGES[backend]} (the {backend} backend)"
         raise ConfigError(
             f"the {framework} implementation cannot be imported ({e}); "
-            f"install {PACKAGES[framework]} with `make .venv` or pip install -r requirements.txt.") from None
+            f"install {what} with `make .venv` or pip install -r requirements.txt.") from None
     return module.CharLSTM
 
 
 def make_model(framework, config, weights, path=None):
     """A CharLSTM of `framework` on `path`, loaded with interchange `weights`."""
     framework, path = check_framework(framework, path)
-    return model_class(framework)(config, weights, path=path)
+    return model_class(framework, path)(config, weights, path=path)
