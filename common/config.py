@@ -18,6 +18,9 @@ from common.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 DTYPES = ("float32", "float64")
+TARGETS = ("all", "last")
+RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+CHOICES = {"optimizer": OPTIMIZERS, "dtype": DTYPES, "target": TARGETS, "recurrent_activation": RECURRENT_ACTIVATIONS}
 
 
 @dataclass
@@ -30,23 +33,34 @@ class Config:
     learning_rate: float = field(default=1e-2, metadata={"help": "optimizer step size (high for the short runs here: lower it for long ones)"})
     optimizer: str = field(default="adam", metadata={"help": "one of sgd, adagrad, adam"})
     clip_norm: float = field(default=5.0, metadata={"help": "clip gradients to this global L2 norm; 0 turns clipping off"})
+    # Keras 3 takes one of clipnorm, clipvalue, global_clipnorm, so the two clippings are never combined
+    clip_value: float = field(default=0.0, metadata={"help": "clip every gradient element to [-V, V] (Keras' clipvalue); 0 turns it off; needs --clip-norm 0"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64, for weights and every computation"})
     seed: int = field(default=1337, metadata={"help": "seed for the initial weights (and sampling, unless given)"})
+    # "all": the loss on all B x T positions, the state carried between batches (min-char-rnn);
+    # "last": many-to-one windows of T characters, the loss on the next character only, every
+    # window from a zero state (Keras' stateless default, as in Bogunowicz's and Wang's posts)
+    target: str = field(default="all", metadata={"help": "all (a target at every position) or last (windows of T characters, the next one the target)"})
+    # 1, as Wang: with stride s only every s-th character is ever a target, so 1 is the one stride
+    # that uses the whole text once an epoch (a stride of T would drop T - 1 targets in T)
+    window_stride: int = field(default=1, metadata={"help": "characters between the starts of consecutive windows, with --target last"})
+    # the activation of the i, f and o gates; hard_sigmoid is Keras 3's relu6(x + 3) / 6
+    recurrent_activation: str = field(default="sigmoid", metadata={"help": "sigmoid or hard_sigmoid (Keras 3's relu6(x + 3) / 6), for the i, f and o gates"})
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "seed"):
+        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "seed", "window_stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{name} must be a whole number, got {value!r}.")
             setattr(self, name, int(value))  # numpy integers become plain ints (JSON metadata)
-        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length"):
+        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "window_stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.vocab_size < 2:
             raise ConfigError(f"vocab_size must be at least 2 (a language model needs a choice), got {self.vocab_size}.")
         if self.seed < 0:
             raise ConfigError(f"seed must be 0 or more, got {self.seed}.")
-        for name in ("learning_rate", "clip_norm"):
+        for name in ("learning_rate", "clip_norm", "clip_value"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}.")
@@ -55,17 +69,23 @@ class Config:
             raise ConfigError(f"learning_rate must be greater than 0, got {self.learning_rate}.")
         if self.clip_norm < 0:
             raise ConfigError(f"clip_norm must be 0 (off) or a positive norm, got {self.clip_norm}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
+        if self.clip_value < 0:
+            raise ConfigError(f"clip_value must be 0 (off) or a positive bound, got {self.clip_value}.")
+        if self.clip_value > 0 and self.clip_norm > 0:
+            raise ConfigError(
+                f"clip_value {self.clip_value:g} and clip_norm {self.clip_norm:g} cannot both be on "
+                f"(Keras 3 takes only one); add --clip-norm 0 to clip by value, or --clip-value 0.")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}.")
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values):
-        """A Config from a plain dict (checkpoint metadata); unknown keys are refused."""
+        """A Config from a plain dict (checkpoint metadata); unknown keys are refused, missing ones
+        take their defaults (a checkpoint written before target, clip_value, ... existed)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -89,10 +109,8 @@ def add_config_args(parser, skip=()):
             continue
         kwargs = {"type": f.type if f.type in (int, float) else str, "default": None,
                   "metavar": f.name.upper(), "help": f"{f.metadata['help']} (default {f.default})"}
-        if f.name == "optimizer":
-            kwargs["choices"] = OPTIMIZERS
-        if f.name == "dtype":
-            kwargs["choices"] = DTYPES
+        if f.name in CHOICES:
+            kwargs["choices"] = CHOICES[f.name]
         group.add_argument(_option(f.name), dest=f.name, **kwargs)
     return parser
 
