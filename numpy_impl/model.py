@@ -1,14 +1,11 @@
 """numpy character-level LSTM with the backward pass written by hand (min-char-rnn, CS231n).
-What matters in numpy: nothing records the forward pass, so lstm_forward keeps a cache of what
-it computed and lstm_backward walks it in reverse, one chain-rule step per line. And the layout is
-ours to choose: inside, each text stream is a column, h (H, B), as in min-char-rnn (see "Columns").
+What matters in numpy: nothing records the forward pass, so each forward function returns a cache
+of what it computed and its backward walks it in reverse, one chain-rule step per line.
 
-    model = CharLSTM(config, init_weights(config))     # path="cell" is the only path
+    model = CharLSTM(config, init_weights(config))     # path="cell"; the tuned numpy: numpy_impl/fast.py
     loss = model.train_step(x, y)                       # x, y: int (B, T)
     logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
 """
-
-import functools
 
 import numpy as np
 
@@ -19,184 +16,121 @@ from numpy_impl.optim import FORMULAS, check_formula, make_optimizer
 PATHS = ("cell",)
 
 
-# ---------------------------------------------------------------------------------------------
-# numpy helpers: what torch and keras take from their libraries (cross_entropy, split_gates)
+# --- helpers
+# numpy helpers: what torch and keras take from their libraries (sigmoid, one_hot, cross_entropy)
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def one_hot(x, V, dtype):
+    """Int ids (B, T) -> one-hot floats (B, T, V), the input of layer 0."""
+    return np.eye(V, dtype=dtype)[x]
+
 
 def cross_entropy(logits, y):
     """(loss, dlogits): mean cross-entropy over all B * T positions and its gradient.
 
-    logits (B, T, V), a view of the (T, V, B) columns run computed; y int (B, T).
-    dlogits comes back as those columns, (T, V, B), the layout backward walks.
+    logits (B, T, V); y int (B, T). dlogits (B, T, V) = (softmax - one-hot of y) / (B * T).
     """
-    logits = logits.transpose(1, 2, 0)  # (T, V, B), no copy
-    T, V, B = logits.shape
-    t, y, b = np.arange(T)[:, None], np.asarray(y).T, np.arange(B)  # (T, B) indices of the targets
-    shifted = logits - logits.max(axis=1, keepdims=True)  # stable: exp never overflows
-    e = np.exp(shifted)
-    total = e.sum(axis=1)  # (T, B)
-    log_p = shifted[t, y, b] - np.log(total)  # (T, B) log-probability of each target
-    loss = -log_p.mean()
-    dlogits = e / total[:, None, :]  # softmax
-    dlogits[t, y, b] -= 1
-    dlogits /= T * B
+    B, T, V = logits.shape
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # stable: exp never overflows
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (B, T, V) log softmax
+    b, t = np.arange(B)[:, None], np.arange(T)[None, :]  # (B, 1), (1, T): index every position
+    loss = -log_p[b, t, y].mean()
+    dlogits = np.exp(log_p)  # softmax
+    dlogits[b, t, y] -= 1
+    dlogits /= B * T
     return float(loss), dlogits
 
 
-def split_gates(a):
-    """The four (H, B) row blocks i, f, g, o of a (4H, B) array (views; also of (T, 4H, B))."""
-    H = a.shape[-2] // 4
-    return a[..., :H, :], a[..., H:2 * H, :], a[..., 2 * H:3 * H, :], a[..., 3 * H:, :]
+# --- step
+# One time step of one layer, in rows like the interface: h, c (B, H); gates i, f, g, o stacked
+# along the last axis of z (B, 4H):
+#   z = x_t @ W_x + h_prev @ W_h + b ;  c = f * c_prev + i * g ;  h = o * tanh(c)
 
+def lstm_step_forward(x_t, h_prev, c_prev, W_x, W_h, b):
+    """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
-def over_time(a, out=None):
-    """(T, n, B) -> (n, T * B), every step's columns side by side (a copy, into `out` if given): a
-    weight gradient summed over all steps is then one product, not T small ones."""
-    T, n, B = a.shape
-    if out is None:
-        return a.transpose(1, 0, 2).reshape(n, T * B)
-    out.reshape(n, T, B)[...] = a.transpose(1, 0, 2)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# speed helpers: what each buys (torch and keras leave this to their kernels)
-
-class Buffers:
-    """Arrays kept from one step to the next, by name: numpy's stand-in for a framework's allocator.
-
-    Every numpy expression returns a new array. A layer's gates are 8 MB at the reference size, and
-    glibc hands blocks that large back to the kernel when they are freed, so each new one arrives
-    as fresh pages the kernel must zero: 3,000 page faults and 13-15 ms of kernel time in a
-    62-67 ms step, before the model kept them. keep(name, shape, dtype) returns the array kept
-    under that name, new only the first time or when the shape changes (sampling after training).
-    What a caller keeps (the state, the gradients, forward's logits) is never one of them.
+    Returns h, c (B, H) and the cache lstm_step_backward needs.
     """
+    H = h_prev.shape[1]
+    z = x_t @ W_x + h_prev @ W_h + b  # (B, 4H)
+    i = sigmoid(z[:, :H])
+    f = sigmoid(z[:, H:2 * H])
+    g = np.tanh(z[:, 2 * H:3 * H])
+    o = sigmoid(z[:, 3 * H:])
+    c = f * c_prev + i * g
+    tanh_c = np.tanh(c)
+    h = o * tanh_c
+    cache = (x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c)
+    return h, c, cache
 
-    def __init__(self):
-        self.arrays = {}
 
-    def __call__(self, name, shape, dtype):
-        a = self.arrays.get(name)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = self.arrays[name] = np.empty(shape, dtype)
-        return a
+def lstm_step_backward(dh, dc, cache):
+    """Back through one step. dh, dc (B, H): the gradient of the loss at this step's h and c.
 
-
-@functools.lru_cache(maxsize=8)  # made once per shape; read, never written
-def gate_constants(H, B, dtype):
-    """(scale, shift), each (4H, B): sigmoid on i, f, o and tanh on g from ONE np.tanh over z.
-
-    sigmoid(z) = 0.5 * tanh(0.5 * z) + 0.5, so a = scale * tanh(scale * z) + shift gives every
-    gate with scale 0.5 and shift 0.5 on i, f, o, and scale 1, shift 0 on g. One transcendental
-    over (4H, B) instead of exp, add and divide on three slices plus tanh on the fourth.
-    As wide as z, not a (4H, 1) column: numpy broadcasts a column in loops of B elements, and
-    that made the three products and sums 2x slower than the whole tanh (21.7 us a step, 11.6).
+    Returns dx (B, D), dh_prev, dc_prev (B, H), dW_x (D, 4H), dW_h (H, 4H), db (4H,).
     """
-    scale = np.full((4 * H, B), 0.5, dtype=dtype)  # the same for every stream (column)
-    scale[2 * H:3 * H] = 1.0
-    shift = np.where(scale == 0.5, scale, 0).astype(dtype)
-    return scale, shift
+    x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c = cache
+    do = dh * tanh_c
+    dc = dc + dh * o * (1 - tanh_c ** 2)  # c reaches the loss directly and through h = o * tanh(c)
+    di = dc * g
+    df = dc * c_prev
+    dg = dc * i
+    dc_prev = dc * f
+    dz_i = di * i * (1 - i)  # sigmoid' = sigmoid * (1 - sigmoid)
+    dz_f = df * f * (1 - f)
+    dz_g = dg * (1 - g ** 2)  # tanh' = 1 - tanh^2
+    dz_o = do * o * (1 - o)
+    dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)  # (B, 4H)
+    dx = dz @ W_x.T
+    dh_prev = dz @ W_h.T
+    dW_x = x_t.T @ dz
+    dW_h = h_prev.T @ dz
+    db = dz.sum(axis=0)
+    return dx, dh_prev, dc_prev, dW_x, dW_h, db
 
 
-def activate_gates(z, scale, shift):
-    """In place: z (4H, B) of pre-activations becomes the gates i, f, g, o (see gate_constants)."""
-    z *= scale
-    np.tanh(z, out=z)
-    z *= scale
-    z += shift
+# --- layer over time
 
+def lstm_forward(xs, h, c, W_x, W_h, b):
+    """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
 
-def gate_derivatives(gates, P, Q, out=None):
-    """d gate / d z from the gates themselves (see gate_constants), into `out` if given:
-    a * (1 - a) for the sigmoids i, f, o and 1 - a^2 for the tanh g, i.e. a * (P - a) + Q with
-    P = 2 * shift (1 on i, f, o; 0 on g) and Q = 1 - P (derivative_constants)."""
-    d = np.subtract(P, gates, out=out)  # one array, then in place
-    d *= gates
-    d += Q
-    return d
-
-
-def derivative_constants(scale, shift):
-    """(P, Q) of gate_derivatives, from gate_constants' (scale, shift)."""
-    P = 2 * shift
-    return P, 1 - P
-
-
-# ---------------------------------------------------------------------------------------------
-# Columns: numpy keeps each text stream as a column, h_t (H, B), z_t (4H, B), as min-char-rnn does
-# for its one stream (torch's cell path too); nn.LSTM, Keras and the interface keep rows, h_t (B, H).
-# The numbers are the same (z_t here is their z_t transposed); what changes is the matrix product
-# BLAS is asked for. OpenBLAS computes
-# W_h^T (4H, H) @ h (H, B) about twice as fast as h (B, H) @ W_h (H, 4H) on this machine: 43
-# against 95 us at H=256, B=32, 2 threads (SkylakeX kernel), and dh alike, 47 against 112 us.
-# The recurrent products are most of a step, so the whole step gains (benchmarks/levers.py).
-
-# One LSTM layer: gates i, f, g, o stacked (4H rows here; torch and keras: 4H columns)
-#   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
-# (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
-
-def lstm_forward(xz, h, c, W_h, gate_consts, keep=None):
-    """One layer over T steps; the cache keeps what lstm_backward needs.
-
-    xz: (T, 4H, B) x_t @ W_x + b for all steps at once (the input does not depend on h)
-    h, c: (H, B) initial state; W_h: (H, 4H); gate_consts: gate_constants(H, B, dtype).
-    keep: this layer's Buffers, where the cache is written (new arrays if None).
-    Returns hs (T, H, B) with hs[t] = h_t, the last h, c (views), and the cache for lstm_backward.
+    Returns hs (B, T, H) with hs[:, t] = h_t, the last h, c, and the caches of every step.
     """
-    T, H4, B = xz.shape
-    H = H4 // 4
-    keep = keep or Buffers()
-    W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): a transposed view would cost the product 1.4x
-    hs = keep("hs", (T + 1, H, B), xz.dtype)  # hs[0] = h, hs[t + 1] = h_t
-    cs = keep("cs", (T + 1, H, B), xz.dtype)
-    gates = keep("gates", (T, 4 * H, B), xz.dtype)  # i, f, g, o after their nonlinearities
-    tanh_cs = keep("tanh_cs", (T, H, B), xz.dtype)
-    hs[0], cs[0] = h, c
-    for t in range(T):
-        z = gates[t]
-        np.matmul(W_hT, hs[t], out=z)  # (4H, B): h_{t-1} @ W_h, as columns
-        z += xz[t]
-        activate_gates(z, *gate_consts)
-        i, f, g, o = split_gates(z)
-        cs[t + 1] = f * cs[t] + i * g
-        np.tanh(cs[t + 1], out=tanh_cs[t])
-        np.multiply(o, tanh_cs[t], out=hs[t + 1])
-    return hs[1:], hs[T], cs[T], (hs, cs, gates, tanh_cs)
+    hs, caches = [], []
+    for t in range(xs.shape[1]):
+        h, c, cache = lstm_step_forward(xs[:, t], h, c, W_x, W_h, b)
+        hs.append(h)
+        caches.append(cache)
+    return np.stack(hs, axis=1), h, c, caches
 
 
-def lstm_backward(dhs, cache, W_h, gate_consts, keep=None):
-    """Backward through one layer, from the last step to the first.
+def lstm_backward(dhs, caches):
+    """Back through one layer, from the last step to the first.
 
-    dhs: (T, H, B) gradient of the loss reaching each h_t from above (the head or the next layer)
-    keep: Buffers for dz and the gate derivatives (new arrays if None).
-    Returns dz (T, 4H, B), the gradient at the pre-activations of every step; the weight
-    gradients are then one product each over all steps. The loss does not see the final state,
-    so dh_next and dc_next start at zero; the initial state is a constant (truncated BPTT).
+    dhs (B, T, H): the gradient of the loss reaching each h_t from above (the head or the next layer).
+    Returns dxs (B, T, D) and dW_x, dW_h, db summed over the steps. The loss does not see the final
+    state, so dh_next and dc_next start at zero; the initial state is a constant (truncated BPTT).
     """
-    _, cs, gates, tanh_cs = cache
-    T, H, B = dhs.shape
-    keep = keep or Buffers()
-    dz = keep("dz", gates.shape, gates.dtype)  # (T, 4H, B); its blocks di, df, dg, do are written in place
-    d_gates = keep("d_gates", gates.shape[1:], gates.dtype)
-    P, Q = derivative_constants(*gate_consts)
-    dh_next = np.zeros((H, B), dtype=dhs.dtype)
-    dc_next = np.zeros((H, B), dtype=dhs.dtype)
+    B, T, H = dhs.shape
+    W_x, W_h = caches[0][3], caches[0][4]
+    dxs = np.zeros((B, T, W_x.shape[0]), dtype=dhs.dtype)
+    dW_x, dW_h, db = np.zeros_like(W_x), np.zeros_like(W_h), np.zeros(4 * H, dtype=dhs.dtype)
+    dh_next = np.zeros((B, H), dtype=dhs.dtype)
+    dc_next = np.zeros((B, H), dtype=dhs.dtype)
     for t in reversed(range(T)):
-        i, f, g, o = split_gates(gates[t])
-        di, df, dg, do = split_gates(dz[t])
-        dh = dhs[t] + dh_next  # (H, B) from above and from step t + 1
-        np.multiply(dh, tanh_cs[t], out=do)
-        dc = dc_next + dh * o * (1 - tanh_cs[t] ** 2)  # from step t + 1 and through h_t = o * tanh(c_t)
-        np.multiply(dc, g, out=di)
-        np.multiply(dc, cs[t], out=df)
-        np.multiply(dc, i, out=dg)
-        dc_next = dc * f
-        dz[t] *= gate_derivatives(gates[t], P, Q, out=d_gates)  # through the sigmoids and the tanh
-        np.matmul(W_h, dz[t], out=dh_next)  # (H, B) = dz_t @ W_h^T as columns, written in place
-    return dz
+        dh = dhs[:, t] + dh_next  # from above and from step t + 1
+        dx, dh_next, dc_next, dW_x_t, dW_h_t, db_t = lstm_step_backward(dh, dc_next, caches[t])
+        dxs[:, t] = dx
+        dW_x += dW_x_t
+        dW_h += dW_h_t
+        db += db_t
+    return dxs, dW_x, dW_h, db
 
 
-# ---------------------------------------------------------------------------------------------
+# --- model
 class CharLSTM:
     """L stacked LSTM layers of H units and a dense head to V logits, trained with numpy_impl.optim."""
 
@@ -207,13 +141,9 @@ class CharLSTM:
         check_weights(weights, config)
         self.config, self.path, self.formula = config, path, formula
         self.dtype = np.dtype(config.dtype)
-        V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> np.ndarray (copies), updated in place by the optimizer; in C
-        # order like the gradients and Adam's moments (an F-ordered W_h made Adam's step 2.3x slower)
-        self.params = {name: np.array(weights[name], dtype=self.dtype, order="C") for name in weights}
+        # params: interchange name -> np.ndarray (copies), updated in place by the optimizer
+        self.params = {name: np.array(weights[name], dtype=self.dtype) for name in weights}
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
-        self.layer_buffers = [Buffers() for _ in range(L)]  # each layer's cache, kept between steps
-        self.buffers = Buffers()  # the head's and backward's arrays, kept between steps
         self.clip = FORMULAS[formula]["clip"]
         self.reset_state()
 
@@ -229,86 +159,66 @@ class CharLSTM:
         H = self.config.hidden_size
         return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
+    # --- forward
     def run(self, x, state):
-        """Forward: logits (B, T, V), the new state [(h, c)] per layer, and the caches for backward.
-        The logits and the caches live in the model's Buffers: valid until the next run."""
+        """Forward: logits (B, T, V), the new state [(h, c)] per layer, and what backward needs."""
         x = np.asarray(x)
-        (B, T), H = x.shape, self.config.hidden_size
+        V = self.config.vocab_size
         if state is None:
             state = self.zero_state(x.shape[0])
-        state = [(np.asarray(h, self.dtype).T, np.asarray(c, self.dtype).T) for h, c in state]  # columns
+        state = [(np.asarray(h, self.dtype), np.asarray(c, self.dtype)) for h, c in state]
+        hs = one_hot(x, V, self.dtype)  # (B, T, V): the input of layer 0
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
-            keep = self.layer_buffers[l]
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
-            xz = keep("xz", (T, 4 * H, B), self.dtype)  # x_t @ W_x + b of every step, before the loop
-            if l == 0:  # one-hot x_t @ W_x + b is a gather of columns of (W_x + b)^T, step by step:
-                W_xb = np.ascontiguousarray((W_x + b).T)  # (4H, V); xz[t] must come out contiguous
-                for t in range(T):  # (a gather of all steps at once leaves xz[t] transposed, 12x slower to add)
-                    np.take(W_xb, x[:, t], axis=1, out=xz[t])
-            else:
-                np.matmul(np.ascontiguousarray(W_x.T), hs, out=xz)  # all steps in one call
-                xz += b[:, None]
-            hs, h, c, cache = lstm_forward(xz, h, c, W_h, gate_constants(H, B, self.dtype), keep)  # hs (T, H, B)
-            new_state.append((h.T.copy(), c.T.copy()))  # rows (B, H) again, for the caller
+            hs, h, c, cache = lstm_forward(hs, h, c, W_x, W_h, b)  # (B, T, H): the input of layer l + 1
+            new_state.append((h, c))
             caches.append(cache)
-        logits = np.matmul(self.params["head.W"].T, hs, out=self.buffers("logits", (T, self.config.vocab_size, B), self.dtype))
-        logits += self.params["head.b"][:, None]  # (T, V, B)
-        return logits.transpose(2, 0, 1), new_state, caches  # (B, T, V) view of the columns
-
-    def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions, the new state, and what backward needs."""
-        logits, new_state, caches = self.run(x, state)
-        loss, dlogits = cross_entropy(logits, y)
-        return loss, new_state, (dlogits, caches)
-
-    def backward(self, x, dlogits, caches):
-        """What autograd does in torch and keras: every weight's gradient, walking run in reverse.
-
-        dlogits: (T, V, B) from cross_entropy; caches: one per layer from run.
-        """
-        x = np.asarray(x)
-        V, L, keep = self.config.vocab_size, self.config.num_layers, self.buffers
-        hs = caches[-1][0][1:]  # (T, H, B) from the last layer
-        T, H, B = hs.shape
-        h_all = keep("h_all", (H, T * B), self.dtype)  # over_time's copies of hs, one at a time
-        grads = {"head.W": over_time(hs, h_all) @ over_time(dlogits).T, "head.b": dlogits.sum(axis=(0, 2))}
-        dhs = np.matmul(self.params["head.W"], dlogits, out=keep("dhs", (T, H, B), self.dtype))
-        for l in reversed(range(L)):
-            hs = caches[l][0]  # (T + 1, H, B): the inputs h_{t-1} of W_h
-            dz = lstm_backward(dhs, caches[l], self.params[f"lstm.{l}.W_h"], gate_constants(H, B, self.dtype), keep)
-            dz_all = over_time(dz, keep("dz_all", (4 * H, T * B), self.dtype))  # (4H, T * B)
-            grads[f"lstm.{l}.W_h"] = over_time(hs[:-1], h_all) @ dz_all.T  # every step in one product
-            grads[f"lstm.{l}.b"] = dz_all.sum(axis=1)
-            if l == 0:
-                one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(-1)]  # (T * B, V), over_time's order
-                grads["lstm.0.W_x"] = one_hot.T @ dz_all.T  # a BLAS product: 1.2x the whole step against np.add.at
-            else:
-                grads[f"lstm.{l}.W_x"] = over_time(caches[l - 1][0][1:], h_all) @ dz_all.T
-                dhs = np.matmul(self.params[f"lstm.{l}.W_x"], dz_all, out=keep("dhs_all", (H, T * B), self.dtype))
-                dhs = dhs.reshape(H, T, B).swapaxes(0, 1)  # (T, H, B) view: one product, not T
-        return {name: grads[name] for name in self.params}
+        logits = hs @ self.params["head.W"] + self.params["head.b"]  # (B, T, V)
+        return logits, new_state, (hs, caches)
 
     def forward(self, x, state=None):
         """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
         logits, new_state, _ = self.run(x, state)
-        return logits.copy(), new_state
+        return logits, new_state
+
+    # --- loss
+    def loss(self, x, y, state):
+        """Mean cross-entropy over all B * T positions, the new state, and what backward needs."""
+        logits, new_state, (hs, caches) = self.run(x, state)
+        loss, dlogits = cross_entropy(logits, np.asarray(y))
+        return loss, new_state, (dlogits, hs, caches)
 
     def evaluate(self, x, y, state=None):
         """Mean cross-entropy over all B * T positions, a python float; no update."""
         return self.loss(x, y, state)[0]
 
+    # --- gradients
+    def backward(self, dlogits, hs, caches):
+        """What autograd does in torch and keras: every weight's gradient, walking run in reverse.
+
+        dlogits (B, T, V) from cross_entropy; hs (B, T, H) the last layer's output; caches: one per layer.
+        """
+        V, H = self.config.vocab_size, self.config.hidden_size
+        grads = {"head.W": hs.reshape(-1, H).T @ dlogits.reshape(-1, V), "head.b": dlogits.sum(axis=(0, 1))}
+        dhs = dlogits @ self.params["head.W"].T  # (B, T, H)
+        for l in reversed(range(self.config.num_layers)):
+            dhs, dW_x, dW_h, db = lstm_backward(dhs, caches[l])  # dhs (B, T, H): for layer l - 1
+            grads[f"lstm.{l}.W_x"], grads[f"lstm.{l}.W_h"], grads[f"lstm.{l}.b"] = dW_x, dW_h, db
+        return {name: grads[name] for name in self.params}
+
     def gradients(self, x, y, state=None):
         """dict interchange name -> np.ndarray of d loss / d weight; no update."""
         loss, _, cache = self.loss(x, y, state)
-        grads = self.backward(x, *cache)  # by hand: torch and keras differentiate the loss
+        grads = self.backward(*cache)  # by hand: torch and keras differentiate the loss
         return grads
 
+    # --- train step
     def train_step(self, x, y):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
         returns the loss before it and carries the new state (truncated BPTT)."""
         loss, new_state, cache = self.loss(x, y, self.state)
-        grads = self.backward(x, *cache)
+        grads = self.backward(*cache)
         if self.config.clip_norm > 0:
             grads, _ = self.clip(grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own
         self.optimizer.step(self.params, grads)
