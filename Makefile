@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test bench bench-quick bench-levers diff clean
+.PHONY: test bench bench-quick bench-levers diff rosetta clean
 
 # The venv is rebuilt whenever the pinned requirements or the project metadata change.
 $(VENV): requirements.txt pyproject.toml
@@ -33,7 +33,12 @@ bench-levers: $(VENV)
 	$(PY) -m benchmarks.report results
 	@echo "Report: results/REPORT.md"
 
-# The three model.py files side by side: each differing line is a framework difference.
+# The three model.py files side by side, section by section, as one static page (and its picture,
+# taken by headless Chromium when one is installed: apt-get install chromium).
+rosetta: $(VENV)
+	$(PY) -m common.rosetta
+
+# The three lesson files (model.py) diffed pair by pair: a differing line is a framework difference.
 diff:
 	-diff -u numpy_impl/model.py torch_impl/model.py
 	-diff -u numpy_impl/model.py keras_impl/model.py
