@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from common.batches import Batches, split, training_steps
+from common.batches import Batches, Windows, make_batches, split, training_steps
+from common.config import Config
 from common.errors import CorpusError
 
 ABC = "abcdefghijklmnopqrstuvwxy"  # N = 25, the text of the picture
@@ -81,3 +82,78 @@ def test_split_90_10():
     np.testing.assert_array_equal(np.concatenate([train, val]), data)
     train, val = split(np.arange(1_115_394))  # tinyshakespeare, as nanoGPT: int(n * 0.9)
     assert len(train) == 1_003_854 and len(val) == 111_540
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows (target "last")
+
+def test_the_windows_picture():
+    w = Windows(np.arange(10), batch_size=1, seq_length=4, stride=2)  # "abcdefghij"
+    assert len(w) == 3 and not w.carries_state and Batches.carries_state
+    pairs = sorted((letters(x)[0], letters(y)[0]) for x, y in w)
+    assert pairs == [("abcd", "e"), ("cdef", "g"), ("efgh", "i")]
+    x, y = w[0]
+    assert x.dtype == np.int64 and y.dtype == np.int64 and x.shape == (1, 4) and y.shape == (1, 1)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 16])
+def test_every_window_is_text_and_its_next_character(stride):
+    data = np.random.default_rng(1).integers(0, 40, 500)
+    B, T = 8, 16
+    w = Windows(data, B, T, stride=stride, seed=5)
+    all_starts = list(range(0, 500 - T, stride))  # s + T <= 499: the target is data[s + T]
+    assert len(w) == len(all_starts) // B
+    for epoch in (0, 1):
+        seen = []
+        for k in range(len(w)):
+            x, y = w.batch(k, epoch)
+            assert x.shape == (B, T) and y.shape == (B, 1)
+            for row in range(B):  # find the window in the text, independently of the class
+                s = next(t for t in all_starts if np.array_equal(data[t:t + T], x[row]))
+                seen.append(s)
+                assert y[row, 0] == data[s + T]
+        assert len(set(seen)) == len(seen) == len(w) * B  # no window twice in an epoch
+        assert set(seen) <= set(all_starts)
+
+
+def test_window_order_comes_from_the_seed_and_the_epoch():
+    data = np.arange(300)
+    a, b, c = Windows(data, 4, 5, seed=7), Windows(data, 4, 5, seed=7), Windows(data, 4, 5, seed=8)
+    first = lambda w, epoch: [int(w.batch(k, epoch)[0][i, 0]) for k in range(3) for i in range(4)]  # window starts
+    assert first(a, 0) == first(b, 0)  # same seed, same batches (in every framework)
+    assert first(a, 0) != first(c, 0)
+    assert first(a, 1) != first(a, 0)  # reshuffled every epoch
+    assert first(a, 0) == first(b, 0) and a[2][0].tolist() == b.batch(2, 0)[0].tolist()  # epoch 0 again: the same
+    assert first(a, 0) != sorted(first(a, 0))  # shuffled, not in text order
+
+
+def test_training_steps_over_windows():
+    w = Windows(np.arange(30), batch_size=4, seq_length=3, seed=0)  # 27 windows: 6 batches an epoch
+    steps = list(training_steps(w, 13))
+    assert [new for *_, new in steps] == [k % 6 == 0 for k in range(13)]
+    for step, x, y, _ in steps:
+        ex, ey = w.batch(step % 6, step // 6)
+        np.testing.assert_array_equal(x, ex)
+        np.testing.assert_array_equal(y, ey)
+        np.testing.assert_array_equal(y[:, 0], x[:, -1] + 1)  # np.arange: the next character
+    assert not np.array_equal(steps[0][1], steps[6][1])  # epoch 1 has another order
+
+
+def test_too_short_text_for_windows():
+    with pytest.raises(CorpusError) as e:
+        Windows(np.arange(20), batch_size=4, seq_length=5, stride=5, name="validation")
+    assert str(e.value) == ("the validation text has 20 characters, too few for one batch of 4 windows of 5 characters "
+                            "5 apart (it needs at least 21); use a longer corpus or a smaller --batch-size, "
+                            "--seq-length or --window-stride.")
+    assert len(Windows(np.arange(21), batch_size=4, seq_length=5, stride=5)) == 1
+    with pytest.raises(IndexError):
+        Windows(np.arange(21), 4, 5, stride=5)[1]
+
+
+def test_make_batches_follows_the_target():
+    data = np.arange(200)
+    many = make_batches(data, Config(batch_size=2, seq_length=8))
+    assert type(many) is Batches and many[0][1].shape == (2, 8)
+    config = Config(batch_size=2, seq_length=8, target="last", window_stride=3, seed=4)
+    one = make_batches(data, config)
+    assert type(one) is Windows and one.stride == 3 and one.seed == 4 and one[0][1].shape == (2, 1)
