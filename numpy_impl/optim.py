@@ -1,8 +1,14 @@
-"""SGD, Adagrad, Adam and clipping by global norm, written by hand in numpy.
+"""SGD, Adagrad, Adam, and clipping by global norm or by value, written by hand in numpy.
 
     optimizer = make_optimizer(config)                       # config.optimizer, config.learning_rate
-    grads, norm = clip_by_global_norm(grads, config.clip_norm)
+    grads, norm = clip_by_global_norm(grads, config.clip_norm)   # when clip_norm > 0, or
+    grads = clip_by_value(grads, config.clip_value)              # when clip_value > 0
     optimizer.step(params, grads)                            # updates the arrays in place
+
+At most one clipping is on: Keras 3's optimizers refuse clipvalue together with clipnorm or
+global_clipnorm (keras/src/optimizers/base_optimizer.py), while torch leaves the order of
+clip_grad_norm_ and clip_grad_value_ to the caller, so common.config.Config refuses clip_value and
+clip_norm both above 0 rather than pick an order Keras cannot follow.
 
 Hyper-parameters are fixed for all three frameworks: Adam beta1=0.9, beta2=0.999, eps=1e-8;
 Adagrad eps=1e-10 with the accumulator starting at 0; SGD without momentum.
@@ -19,6 +25,7 @@ that numpy matches either framework to 1e-9 in float64:
         Adam      w -= (m * lr * sqrt(1 - b2^t) / (1 - b1^t)) / (sqrt(v) + eps)
         Adagrad   w -= lr * g / sqrt(s + eps)
         clipping  g *= max_norm * min(1 / norm, 1 / max_norm)      (always multiplied)
+    Clipping by value is the same in both: every element into [-V, V].
 
 Arrays keep their dtype: python-float constants do not upcast float32 arrays (numpy 2 rules).
 """
@@ -66,6 +73,18 @@ def keras_clip_by_global_norm(grads, max_norm):
         for g in grads.values():
             g *= scale
     return grads, norm
+
+
+def clip_by_value(grads, clip_value):
+    """grads with every element clipped in place to [-clip_value, clip_value]; 0 turns it off.
+
+    torch.nn.utils.clip_grad_value_ (clamp_min_ then clamp_max_) and Keras 3's clipvalue
+    (ops.clip(g, -v, v)) compute the same numbers; a NaN stays NaN in all three.
+    """
+    if clip_value > 0:
+        for g in grads.values():
+            np.clip(g, -clip_value, clip_value, out=g)
+    return grads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,8 +185,9 @@ class KerasAdam(Adam):
 
 
 FORMULAS = {
-    "pytorch": {"sgd": SGD, "adagrad": Adagrad, "adam": Adam, "clip": clip_by_global_norm},
-    "keras": {"sgd": SGD, "adagrad": KerasAdagrad, "adam": KerasAdam, "clip": keras_clip_by_global_norm},
+    "pytorch": {"sgd": SGD, "adagrad": Adagrad, "adam": Adam, "clip": clip_by_global_norm, "clip_value": clip_by_value},
+    "keras": {"sgd": SGD, "adagrad": KerasAdagrad, "adam": KerasAdam, "clip": keras_clip_by_global_norm,
+              "clip_value": clip_by_value},
 }
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from common.config import Config
 from common.errors import ConfigError
-from numpy_impl.optim import (FORMULAS, SGD, Adagrad, Adam, KerasAdagrad, KerasAdam,
-                              clip_by_global_norm, keras_clip_by_global_norm, make_optimizer)
+from numpy_impl.optim import (FORMULAS, SGD, Adagrad, Adam, KerasAdagrad, KerasAdam, clip_by_global_norm,
+                              clip_by_value, keras_clip_by_global_norm, make_optimizer)
 
 
 def run(optimizer, gs, w0=1.0):
@@ -135,3 +135,22 @@ def test_clip_keeps_float32():
         g, norm = clip({k: v.copy() for k, v in grads.items()}, 1.0)
         assert g["a"].dtype == np.float32 and np.asarray(norm).dtype == np.float32
         np.testing.assert_allclose(g["a"], 0.5, rtol=1e-6)
+
+
+def test_clip_by_value_element_by_element():
+    grads = {"a": np.array([[-3.0, -1.0, -0.5], [0.0, 0.5, 2.5]]), "b": np.array([1.0, -1.0, np.nan, np.inf])}
+    a_before = grads["a"]
+    clipped = clip_by_value(grads, 1.0)
+    assert clipped["a"] is a_before  # in place, as torch's clip_grad_value_
+    expected_a = [[max(-1.0, min(1.0, v)) for v in row] for row in [[-3.0, -1.0, -0.5], [0.0, 0.5, 2.5]]]
+    assert clipped["a"].tolist() == expected_a == [[-1.0, -1.0, -0.5], [0.0, 0.5, 1.0]]
+    assert clipped["b"][[0, 1, 3]].tolist() == [1.0, -1.0, 1.0] and np.isnan(clipped["b"][2])  # NaN stays NaN
+    rng = np.random.default_rng(0)
+    g = rng.normal(0, 2, (50, 40)).astype(np.float32)
+    out = clip_by_value({"g": g.copy()}, 0.75)["g"]
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.where(g > 0.75, np.float32(0.75), np.where(g < -0.75, np.float32(-0.75), g)))
+    assert (np.abs(g) > 0.75).any() and (np.abs(g) < 0.75).any()  # both sides of the bound were exercised
+    untouched = clip_by_value({"g": g.copy()}, 0.0)["g"]  # 0 = off
+    np.testing.assert_array_equal(untouched, g)
+    assert FORMULAS["pytorch"]["clip_value"] is FORMULAS["keras"]["clip_value"] is clip_by_value
