@@ -1,6 +1,6 @@
-"""PyTorch character-level LSTM: torch.nn.LSTM (path="layer") or the gate equations in torch ops
-(path="cell"). What matters in PyTorch: only the forward pass is written; autograd records it
-as it runs, and loss.backward() is the whole of numpy_impl's lstm_backward.
+"""PyTorch character-level LSTM: torch.nn.LSTM (path="layer") or the gate equations in an
+nn.Module of our own (path="cell"). What matters in PyTorch: only the forward pass is written;
+autograd records it as it runs, and loss.backward() is the whole of numpy_impl's lstm_backward.
 
     model = CharLSTM(config, init_weights(config))     # path="layer" (nn.LSTM) or "cell"
     loss = model.train_step(x, y)                       # x, y: int (B, T)
@@ -18,7 +18,7 @@ from common.weights import check_weights
 PATHS = ("layer", "cell")
 
 
-# ---------------------------------------------------------------------------------------------
+# --- helpers
 # torch helpers: the optimizer, and the way out of a tensor
 
 def make_optimizer(config, params):
@@ -40,46 +40,58 @@ def to_numpy(t):
     return t.detach().numpy().copy()
 
 
-# ---------------------------------------------------------------------------------------------
-# Columns: the cell path keeps each text stream as a column, h_t (H, B), z_t (4H, B), as numpy_impl
-# does (nn.LSTM keeps rows, (B, H), and so does the interface). The numbers are the same; what
-# changes is the matrix product asked of MKL: W_h^T (4H, H) @ h (H, B) takes 85 us where h (B, H)
-# @ W_h (H, 4H) takes 177, and autograd's per-step dW_h 90 against 209 (H=256, B=32, 2 threads,
-# alone). In the train step the gain is smaller, 0.99-1.22x over three runs of benchmarks/levers.py:
-# per-step products of MKL here run at about half of numpy's OpenBLAS (see the report's
-# matrix-multiply peak), and the step is mostly autograd's 260 small products and about 3,300
-# small element-wise kernels.
+# --- step
+# One time step of one layer, in rows like the interface: h, c (B, H); gates i, f, g, o stacked
+# along the last axis of z (B, 4H):
+#   z = x_t @ W_x + h_prev @ W_h + b ;  c = f * c_prev + i * g ;  h = o * tanh(c)
 
-# One LSTM layer: gates i, f, g, o stacked (4H rows here; nn.LSTM: 4H columns)
-#   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
-# (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
+class LSTMCell(nn.Module):
+    """One step. W_x (D, 4H), W_h (H, 4H), b (4H,): parameters, filled by CharLSTM from the weights."""
 
-def lstm_step(z, c):
-    """One time step: pre-activations z (4H, B) and the cell state c (H, B) to the new (h, c)."""
-    i, f, g, o = z.chunk(4, dim=0)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c = f * c + i * g
-    h = o * torch.tanh(c)
-    return h, c
+    def __init__(self, input_size, hidden_size, dtype):
+        super().__init__()
+        self.W_x = nn.Parameter(torch.empty(input_size, 4 * hidden_size, dtype=dtype))
+        self.W_h = nn.Parameter(torch.empty(hidden_size, 4 * hidden_size, dtype=dtype))
+        self.b = nn.Parameter(torch.empty(4 * hidden_size, dtype=dtype))
 
-
-def lstm_forward(xz, h, c, W_h):
-    """One layer over T steps; autograd records every operation for the backward pass.
-
-    xz: (T, 4H, B) x_t @ W_x + b for all steps at once (the input does not depend on h)
-    h, c: (H, B) initial state; W_h: (H, 4H).
-    Returns hs (T, H, B) with hs[t] = h_t, and the last h, c.
-    """
-    W_hT = W_h.T.contiguous()  # (4H, H): a transposed view would cost the product 1.6x
-    hs = []
-    for xz_t in xz.unbind(0):
-        z = torch.addmm(xz_t, W_hT, h)  # (4H, B) = xz_t + h_{t-1} @ W_h, as columns
-        h, c = lstm_step(z, c)
-        hs.append(h)
-    return torch.stack(hs), h, c
+    def forward(self, x_t, state):
+        """x_t (B, D); state (h_prev, c_prev), each (B, H). Returns h, c (B, H)."""
+        h_prev, c_prev = state
+        H = h_prev.shape[1]
+        z = x_t @ self.W_x + h_prev @ self.W_h + self.b  # (B, 4H)
+        i = torch.sigmoid(z[:, :H])
+        f = torch.sigmoid(z[:, H:2 * H])
+        g = torch.tanh(z[:, 2 * H:3 * H])
+        o = torch.sigmoid(z[:, 3 * H:])
+        c = f * c_prev + i * g
+        tanh_c = torch.tanh(c)
+        h = o * tanh_c
+        return h, c
 
 
-# ---------------------------------------------------------------------------------------------
+# --- layer over time
+
+class LSTMLayer(nn.Module):
+    """One layer over T steps: its LSTMCell applied step by step, autograd recording every one."""
+
+    def __init__(self, input_size, hidden_size, dtype):
+        super().__init__()
+        self.cell = LSTMCell(input_size, hidden_size, dtype)
+
+    def forward(self, xs, state):
+        """xs (B, T, D) the inputs; state (h, c), each (B, H), the initial state.
+
+        Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c.
+        """
+        h, c = state
+        hs = []
+        for t in range(xs.shape[1]):
+            h, c = self.cell(xs[:, t], (h, c))
+            hs.append(h)
+        return torch.stack(hs, dim=1), h, c
+
+
+# --- model
 class CharLSTM:
     """L stacked LSTM layers of H units and a dense head to V logits, trained with torch.optim."""
 
@@ -104,7 +116,14 @@ class CharLSTM:
                 getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False).zero_()
             self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
         else:
-            self.params = {name: nn.Parameter(torch.empty(np.shape(weights[name]), dtype=self.dtype)) for name in weights}
+            self.layers = nn.ModuleList([LSTMLayer(V if l == 0 else H, H, self.dtype) for l in range(L)])
+            self.params = {}
+            for l, layer in enumerate(self.layers):
+                self.params[f"lstm.{l}.W_x"] = layer.cell.W_x
+                self.params[f"lstm.{l}.W_h"] = layer.cell.W_h
+                self.params[f"lstm.{l}.b"] = layer.cell.b
+            self.params["head.W"] = nn.Parameter(torch.empty((H, V), dtype=self.dtype))
+            self.params["head.b"] = nn.Parameter(torch.empty((V,), dtype=self.dtype))
         with torch.no_grad():  # a copy into each parameter, through the transposed view if any
             for name, p in self.params.items():
                 self.interchange(p).copy_(torch.as_tensor(np.asarray(weights[name])))
@@ -127,6 +146,7 @@ class CharLSTM:
         H = self.config.hidden_size
         return [(torch.zeros((B, H), dtype=self.dtype), torch.zeros((B, H), dtype=self.dtype)) for _ in range(self.config.num_layers)]
 
+    # --- forward
     def run(self, x, state):
         """Forward, recorded by autograd: logits (B, T, V) and the new state [(h, c)] per layer."""
         x = torch.as_tensor(np.asarray(x), dtype=torch.long)
@@ -134,29 +154,17 @@ class CharLSTM:
         if state is None:
             state = self.zero_state(x.shape[0])
         state = [(torch.as_tensor(h, dtype=self.dtype), torch.as_tensor(c, dtype=self.dtype)) for h, c in state]
+        hs = F.one_hot(x, V).to(self.dtype)  # (B, T, V): the input of layer 0
         if self.path == "layer":  # nn.LSTM runs all L layers in one call, its state stacked (L, B, H)
             h, c = torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])
-            hs, (h, c) = self.lstm(F.one_hot(x, V).to(self.dtype), (h, c))  # (B, T, H) from the last layer
+            hs, (h, c) = self.lstm(hs, (h, c))  # (B, T, H) from the last layer
             return self.head(hs), list(zip(h.unbind(0), c.unbind(0)))
         new_state = []
         for l, (h, c) in enumerate(state):
-            h, c = h.T, c.T  # columns
-            W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
-            if l == 0:  # one-hot x_t @ W_x is a row gather; F.embedding's backward is 6x faster than W_x[x]'s
-                xz = (F.embedding(x.T, W_x) + b).transpose(1, 2)  # (T, 4H, B)
-            else:
-                xz = torch.matmul(W_x.T.contiguous(), hs) + b[:, None]  # (T, 4H, B): all steps in one call
-            hs, h, c = lstm_forward(xz, h, c, W_h)  # hs (T, H, B)
-            new_state.append((h.T, c.T))  # rows (B, H) again, for the caller
-        logits = torch.matmul(self.params["head.W"].T, hs) + self.params["head.b"][:, None]  # (T, V, B)
-        return logits.permute(2, 0, 1), new_state  # (B, T, V) view of the columns
-
-    def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions (a tensor autograd can differentiate), new state."""
-        logits, new_state = self.run(x, state)
-        y = torch.as_tensor(np.asarray(y), dtype=torch.long)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        return loss, new_state
+            hs, h, c = self.layers[l](hs, (h, c))  # (B, T, H): the input of layer l + 1
+            new_state.append((h, c))
+        logits = hs @ self.params["head.W"] + self.params["head.b"]  # (B, T, V)
+        return logits, new_state
 
     def forward(self, x, state=None):
         """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
@@ -164,11 +172,20 @@ class CharLSTM:
             logits, new_state = self.run(x, state)
         return to_numpy(logits), [(to_numpy(h), to_numpy(c)) for h, c in new_state]
 
+    # --- loss
+    def loss(self, x, y, state):
+        """Mean cross-entropy over all B * T positions (a tensor autograd can differentiate), new state."""
+        logits, new_state = self.run(x, state)
+        y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return loss, new_state
+
     def evaluate(self, x, y, state=None):
         """Mean cross-entropy over all B * T positions, a python float; no update."""
         with torch.no_grad():
             return self.loss(x, y, state)[0].item()
 
+    # --- gradients
     def gradients(self, x, y, state=None):
         """dict interchange name -> np.ndarray of d loss / d weight; no update."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -178,6 +195,7 @@ class CharLSTM:
         self.optimizer.zero_grad(set_to_none=True)
         return grads
 
+    # --- train step
     def train_step(self, x, y):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
         returns the loss before it and carries the new state (truncated BPTT)."""
