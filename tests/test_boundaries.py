@@ -1,5 +1,7 @@
-"""The package boundaries of DESIGN.md: common imports no framework, numpy_impl no torch or
-TensorFlow, torch_impl no TensorFlow or Keras, keras_impl no torch.
+"""The package boundaries of DESIGN.md: common imports no framework, numpy_impl no torch,
+TensorFlow, Keras or JAX, torch_impl none of TensorFlow, Keras or JAX, and keras_impl/model.py only
+keras: a backend appears only inside its gradients section (the one job Keras 3 leaves to it), and
+the TensorFlow-tuned path lives in keras_impl/fast.py.
 
 Checked twice per package: statically (the import statements of every file, read with ast) and
 dynamically (every module imported in a fresh process, then sys.modules inspected). A package
@@ -17,11 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
-    "common": {"torch", "tensorflow", "keras", "torch_impl", "keras_impl"},
-    "numpy_impl": {"torch", "tensorflow", "keras", "torch_impl", "keras_impl"},
-    "torch_impl": {"tensorflow", "keras", "keras_impl"},
-    "keras_impl": {"torch", "torch_impl"},
+    "common": {"torch", "tensorflow", "keras", "jax", "torch_impl", "keras_impl", "numpy_impl"},
+    "numpy_impl": {"torch", "tensorflow", "keras", "jax", "torch_impl", "keras_impl"},
+    "torch_impl": {"tensorflow", "keras", "jax", "keras_impl", "numpy_impl"},
+    "keras_impl": {"torch_impl", "numpy_impl"},
 }
+BACKENDS = {"tensorflow", "jax", "torch"}
 
 
 def modules_of(package_dir):
@@ -115,3 +118,40 @@ def test_common_is_checked():
     """common exists from the start, so its checks must run, not be skipped."""
     assert "common.config" in modules_of(ROOT / "common")
     assert {"torch", "tensorflow", "keras"} <= FORBIDDEN["common"]
+
+
+# ---------------------------------------------------------------------------------------------
+# keras_impl/model.py: Keras only, a backend only where Keras 3 leaves a job to it
+
+def keras_model_imports():
+    """(line, module, inside a function) of every import in keras_impl/model.py."""
+    tree = ast.parse((ROOT / "keras_impl" / "model.py").read_text())
+    in_function = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for n in ast.walk(f)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name.split(".")[0], id(node) in in_function) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0], id(node) in in_function))
+    return found
+
+
+def test_keras_model_imports_a_backend_only_inside_its_gradients_section():
+    from common.rosetta import MARKER
+    lines = (ROOT / "keras_impl" / "model.py").read_text().splitlines()
+    markers = {l.strip()[len(MARKER):]: i + 1 for i, l in enumerate(lines) if l.strip().startswith(MARKER)}
+    start, end = markers["gradients"], markers.get("train step", len(lines) + 1)
+    backend = [(line, name, inner) for line, name, inner in keras_model_imports() if name in BACKENDS]
+    assert [b for b in backend if not b[2]] == [], "keras_impl/model.py imports a backend at module level"
+    assert [b for b in backend if not start < b[0] < end] == [], \
+        f"a backend import outside the gradients section (lines {start}-{end})"
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_importing_keras_model_loads_no_other_backend(backend, monkeypatch):
+    """keras itself imports jax when it is installed; tensorflow and torch only load when chosen."""
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    loaded = loaded_top_level_modules(ROOT, ["keras_impl.model"])
+    assert backend in loaded
+    assert loaded & (BACKENDS - {backend, "jax"}) == set(), sorted(loaded & BACKENDS)
