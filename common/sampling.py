@@ -10,6 +10,12 @@ The prime goes through `model.forward` once; after that each new character is fe
     forward(c1, state)       -> logits -> draw c2
     ...
 
+With window=T (a model trained with target "last", as Wang generates) nothing is carried: each
+new character is drawn from the last position of forward(the last T characters, zeros), the
+window sliding one character on (a prime shorter than T is read whole until the text is T long):
+
+    forward("ROME", zeros) -> draw c1 ;  forward("OME" + c1, zeros) -> draw c2 ;  ...
+
 The returned text is the prime followed by `length` generated characters, so it reads as the
 model continued it (and `len(text) == len(prime) + length`). Only `forward` is used, so this
 works for numpy, torch and keras models alike; the draw itself is numpy in float64.
@@ -53,7 +59,7 @@ def probabilities(logits, temperature=1.0, top_k=None):
     return p / p.sum()
 
 
-def sample(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=None):
+def sample(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=None, window=None):
     """The prime followed by `length` characters drawn from `model`.
 
     model: any CharLSTM (only `forward(x, state)` is called, never a training method).
@@ -61,13 +67,19 @@ def sample(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=N
     newline if the vocabulary has one, else its first character); a character outside the
     vocabulary is refused with a CorpusError naming it. temperature > 0 divides the logits;
     top_k keeps only the k likeliest characters at each step. seed: for np.random.default_rng.
+    window: None carries the state; a number T reads the last T characters from a zero state
+    for every new character (config.seq_length of a model trained with target "last").
     """
     check_sampling_args(vocab, length, temperature, top_k)
     prime = default_prime(vocab) if prime is None else prime
     if not prime:
         raise ConfigError("the prime is empty; give at least one character to start from, or leave it out.")
     ids = vocab.encode(prime, what="the prime")  # CorpusError naming characters outside the vocabulary
+    if window is not None and (isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1):
+        raise ConfigError(f"the sampling window must be a whole number of characters, 1 or more, got {window!r}.")
     rng = np.random.default_rng(seed)
+    if window is not None:
+        return prime + vocab.decode(sample_windows(model, ids, length, temperature, top_k, rng, window))
 
     logits, state = model.forward(ids[None, :], state=None)  # (1, P, V): the prime, once
     out = []
@@ -77,3 +89,15 @@ def sample(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=N
         if k + 1 < length:  # the last character needs no forward: nothing is drawn after it
             logits, state = model.forward(np.array([[out[-1]]], dtype=np.int64), state=state)  # (1, 1, V)
     return prime + vocab.decode(out)
+
+
+def sample_windows(model, ids, length, temperature, top_k, rng, window):
+    """`length` ids drawn one at a time, each from forward(the last `window` ids, zeros)."""
+    text, out = list(ids), []
+    for _ in range(length):
+        x = np.array([text[-window:]], dtype=np.int64)  # (1, <= T): the window, from a zero state
+        logits, _ = model.forward(x, state=None)          # (1, <= T, V)
+        p = probabilities(np.asarray(logits)[0, -1], temperature, top_k)  # (V,)
+        out.append(int(rng.choice(len(p), p=p)))
+        text.append(out[-1])
+    return out

@@ -161,3 +161,48 @@ def test_bad_length_and_empty_prime():
         sample(TinyRNN(len(VOCAB)), VOCAB, -1)
     with pytest.raises(ConfigError, match="the prime is empty"):
         sample(TinyRNN(len(VOCAB)), VOCAB, 5, prime="")
+
+
+# ---------------------------------------------------------------------------------------------
+# window=T: a model trained with target "last" reads the last T characters from zeros
+
+class StateChecker:
+    """Wraps a model, keeps every x, and fails if a state is ever passed in."""
+
+    def __init__(self, model):
+        self.model, self.inputs = model, []
+
+    def forward(self, x, state=None):
+        assert state is None, "a windowed sample must start every window from a zero state"
+        self.inputs.append(np.array(x))
+        return self.model.forward(x, None)
+
+
+@pytest.mark.parametrize("prime", ["ab cd\nefgh", "ab"], ids=["prime longer than T", "prime shorter than T"])
+def test_window_sampling_reads_the_last_T_characters_from_zeros(prime):
+    T = 5
+    rec = StateChecker(TinyRNN(len(VOCAB)))
+    text = sample(rec, VOCAB, 30, top_k=1, prime=prime, seed=0, window=T)
+    assert text.startswith(prime) and len(text) == len(prime) + 30
+    ids = list(VOCAB.encode(text))
+    assert len(rec.inputs) == 30  # one window per drawn character
+    for k, x in enumerate(rec.inputs):
+        end = len(prime) + k  # the window ends just before the k-th drawn character
+        assert x.tolist() == [ids[max(0, end - T):end]]
+    expected = list(VOCAB.encode(prime))  # independent greedy decoding over windows
+    model = TinyRNN(len(VOCAB))
+    for _ in range(30):
+        logits, _ = model.forward(np.array([expected[-T:]]), None)
+        expected.append(int(np.argmax(logits[0, -1])))
+    assert ids == expected
+    carried = sample(TinyRNN(len(VOCAB)), VOCAB, 30, top_k=1, prime=prime, seed=0)
+    assert carried != text  # TinyRNN's state reaches further back than 5 characters: the modes differ
+
+
+def test_window_sampling_seed_and_bad_window():
+    model = TinyRNN(len(VOCAB), scale=0.5)
+    a, b = (sample(model, VOCAB, 50, prime="abc", seed=4, window=8) for _ in range(2))
+    assert a == b and a != sample(model, VOCAB, 50, prime="abc", seed=5, window=8)
+    for window in (0, 2.5, True):
+        with pytest.raises(ConfigError, match=r"^the sampling window must be a whole number of characters, 1 or more, got"):
+            sample(model, VOCAB, 5, prime="abc", window=window)
