@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from common.batches import Batches, split, training_steps
+from common.batches import make_batches, split, training_steps
 from common.config import add_config_args, config_from_args
 from common.errors import CheckpointError, ConfigError, RosettaError
 from common.frameworks import FRAMEWORKS, THREAD_VARIABLES, check_framework, make_model
@@ -64,7 +64,8 @@ def add_model_args(parser):
                         help="CPU threads for the framework and BLAS (default: the framework's own choice)")
 
 
-def build_parser():
+def build_parser(preset_defaults=None):
+    """The parser; preset_defaults (common.presets) become the defaults of `rosetta train`."""
     parser = argparse.ArgumentParser(
         prog="rosetta", description="Train and sample a character-level LSTM in numpy, torch or keras.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info}")
@@ -90,7 +91,12 @@ def build_parser():
                        help="print a generated sample every this many steps; 0: never (default 200)")
     train.add_argument("--sample-length", type=positive_int, default=200, metavar="N",
                        help="characters per generated sample (default 200)")
+    train.add_argument("--preset", type=str, default=None, metavar="NAME",
+                       help="a seed post's model and training settings as defaults that other options override: "
+                            "horas, bogunowicz or wang (README: The seed posts' models)")
     add_config_args(train, skip=("vocab_size",))
+    if preset_defaults:
+        train.set_defaults(**preset_defaults)
 
     sample = commands.add_parser("sample", help="generate text from a checkpoint",
                                  description="Generate text from an interchange checkpoint in any framework.")
@@ -142,12 +148,13 @@ def build_model(args, config, weights):
 # rosetta train
 
 def validation_loss(model, batches, max_batches=VAL_BATCHES):
-    """Mean cross-entropy over the first batches of the validation text, the state carried from zeros."""
+    """Mean cross-entropy over the first batches of the validation text: streams with the state
+    carried from zeros, or windows (target "last") each from zeros and scored at its last position."""
     state, total, n = None, 0.0, min(len(batches), max_batches)
     for k in range(n):
         x, y = batches[k]
-        logits, state = model.forward(x, state)
-        z = np.asarray(logits, dtype=np.float64)  # (B, T, V)
+        logits, state = model.forward(x, state if batches.carries_state else None)
+        z = np.asarray(logits, dtype=np.float64)[:, -y.shape[1]:]  # (B, T, V), or (B, 1, V) for windows
         zmax = z.max(axis=-1, keepdims=True)
         logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[..., 0]  # (B, T)
         total += float(np.mean(logsumexp - np.take_along_axis(z, y[..., None], axis=-1)[..., 0]))
@@ -198,14 +205,18 @@ def train(args):
         config = config_from_args(args, vocab_size=len(corpus.vocab))
         weights = init_weights(config)
     train_data, val_data = split(corpus.data)
-    train_batches = Batches(train_data, config.batch_size, config.seq_length, name="training")
-    val_batches = Batches(val_data, config.batch_size, config.seq_length, name="validation")
+    train_batches = make_batches(train_data, config, name="training")  # streams, or windows for target "last"
+    val_batches = make_batches(val_data, config, name="validation")
+    sample_window = config.seq_length if config.target == "last" else None  # sampling reads windows too
 
     t0 = time.perf_counter()
     model, framework, path = build_model(args, config, weights)
     print(f"{framework}/{path} on {corpus.name}: {len(train_data):,} training and {len(val_data):,} validation "
           f"characters, V={config.vocab_size}, {config.num_layers} layer(s) of {config.hidden_size}, "
-          f"B={config.batch_size} T={config.seq_length}, {config.optimizer} lr {config.learning_rate:g}, "
+          f"B={config.batch_size} T={config.seq_length}"
+          + (f" target last (windows {config.window_stride} apart)" if sample_window else "")
+          + (f" {config.recurrent_activation}" if config.recurrent_activation != "sigmoid" else "")
+          + f", {config.optimizer} lr {config.learning_rate:g}, "
           f"{config.dtype}; {len(train_batches)} batches per epoch"
           + (f"; resumed from {args.resume}" if args.resume else ""), flush=True)
 
@@ -222,7 +233,7 @@ def train(args):
             for step, x, y, new_epoch in training_steps(train_batches, args.iters):
                 if interrupt.requested:
                     break
-                if new_epoch:
+                if new_epoch or not train_batches.carries_state:  # windows: every step from zeros
                     model.reset_state()
                 start = time.perf_counter()
                 loss = model.train_step(x, y)
@@ -245,7 +256,7 @@ def train(args):
                     print(line.rstrip(), flush=True)
                     window_losses, window_time = [], 0.0
                 if args.sample_every and (done % args.sample_every == 0 or (last and done > args.sample_every)):
-                    text = sample(model, corpus.vocab, args.sample_length, seed=config.seed + done)
+                    text = sample(model, corpus.vocab, args.sample_length, seed=config.seed + done, window=sample_window)
                     print(f"----- sample at step {done}\n{text}\n-----", flush=True)
             else:
                 return 0
@@ -275,7 +286,8 @@ def sample_command(args):
         ckpt.vocab.encode(args.prime, what="the prime")
     model, _, _ = build_model(args, ckpt.config, ckpt.weights)
     seed = ckpt.config.seed if args.seed is None else args.seed
-    print(sample(model, ckpt.vocab, args.length, args.temperature, args.top_k, args.prime, seed), flush=True)
+    window = ckpt.config.seq_length if ckpt.config.target == "last" else None  # a many-to-one model reads windows
+    print(sample(model, ckpt.vocab, args.length, args.temperature, args.top_k, args.prime, seed, window), flush=True)
     return 0
 
 
@@ -304,6 +316,10 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "preset", None) is not None:  # parse again with the preset's values as defaults
+            from common.presets import preset
+
+            args = build_parser(preset(args.preset)).parse_args(argv)
         return COMMANDS[args.command](args)
     except RosettaError as e:
         print(f"rosetta: error: {e}", file=sys.stderr, flush=True)
