@@ -111,10 +111,12 @@ def error_cases(corpus, ckpt, tmp):
     train = ["train", "--corpus", corpus, "--iters", 3, *TINY]
     return {
         "unknown framework": ([*train, "--framework", "jax"], "unknown framework 'jax'; choose one of numpy, torch, keras."),
-        "unknown path": ([*train, "--framework", "numpy", "--path", "layer"], "numpy has no path 'layer'; choose one of cell."),
+        "unknown path": ([*train, "--framework", "numpy", "--path", "layer"], "numpy has no path 'layer'; choose one of cell, fast."),
         "hidden size 0": ([*train, "--hidden-size", "0"], "hidden_size must be at least 1, got 0."),
         "negative learning rate": ([*train, "--learning-rate", "-1"], "learning_rate must be greater than 0, got -1.0."),
         "float16": ([*train, "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        "two clippings": ([*train, "--clip-value", "1"], "clip_value 1 and clip_norm 5 cannot both be on (Keras 3 takes only one); add --clip-norm 0"),
+        "unknown preset": ([*train, "--preset", "karpathy"], "unknown preset 'karpathy'; choose one of horas, bogunowicz, wang."),
         "rmsprop": ([*train, "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
         "iters 0": ([*train, "--iters", "0"], "argument --iters: must be a whole number of at least 1, got '0'"),
         "missing corpus": (["train", "--corpus", tmp / "nope.txt"], f"no corpus file at {tmp / 'nope.txt'}"),
@@ -137,7 +139,7 @@ ARGPARSE = {"float16", "rmsprop", "iters 0", "no command"}
 
 
 @pytest.mark.parametrize("case", ["unknown framework", "unknown path", "hidden size 0", "negative learning rate",
-                                  "float16", "rmsprop", "iters 0", "missing corpus", "non-UTF-8 corpus",
+                                  "float16", "two clippings", "unknown preset", "rmsprop", "iters 0", "missing corpus", "non-UTF-8 corpus",
                                   "short corpus", "resume, other vocabulary", "resume, other size",
                                   "prime outside the vocabulary", "temperature 0", "top-k too big",
                                   "sample, unknown framework", "missing checkpoint", "corrupt checkpoint",
@@ -236,3 +238,66 @@ def test_a_diverged_run_stops_before_overwriting_the_checkpoint(monkeypatch, cor
                    f"lower --learning-rate or set --clip-norm.\n")
     weights = load_checkpoint(target).weights  # written at steps 1 and 2, not after the nan
     assert all(np.isfinite(w).all() for w in weights.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# --target last: the loop over windows, with a numpy stand-in model (no framework)
+
+class WindowRecorder:
+    """The CharLSTM interface in numpy: logits from the last input id, every call recorded."""
+
+    def __init__(self, config, weights):
+        self.config, self.weights, self.calls = config, weights, []
+
+    def forward(self, x, state=None):
+        self.calls.append(("forward", np.array(x), state))
+        logits = np.eye(self.config.vocab_size)[x] * 5.0  # (B, T, V): favours repeating the last character
+        return logits, [(np.ones((x.shape[0], 2)), np.ones((x.shape[0], 2)))]
+
+    def train_step(self, x, y):
+        self.calls.append(("train_step", np.array(x), np.array(y)))
+        return 2.0
+
+    def reset_state(self):
+        self.calls.append(("reset_state",))
+
+    def get_weights(self):
+        return self.weights
+
+
+def test_target_last_trains_on_windows_from_zeros(monkeypatch, corpus, tmp_path, capsys):
+    import common.cli as cli
+
+    made = []
+    monkeypatch.setattr(cli, "make_model", lambda framework, config, weights, path=None: made.append(
+        WindowRecorder(config, weights)) or made[-1])
+    ckpt = tmp_path / "m.safetensors"
+    status = cli.main(["train", "--corpus", str(corpus), "--iters", "6", "--val-every", "3", "--sample-every", "6",
+                       "--sample-length", "12", "--save", str(ckpt), *TINY, "--target", "last", "--window-stride", "2"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "B=4 T=16 target last (windows 2 apart)" in out.splitlines()[0]
+    calls, vocab, T = made[0].calls, Vocabulary.from_text(TEXT), 16
+    text = vocab.encode(TEXT)
+    steps = [i for i, c in enumerate(calls) if c[0] == "train_step"]
+    assert len(steps) == 6
+    for i in steps:
+        assert calls[i - 1] == ("reset_state",)  # nothing carried into any step
+        _, x, y = calls[i]
+        assert x.shape == (4, T) and y.shape == (4, 1)
+        for row in range(4):  # each window is in the training text, at an even start, y the character after it
+            starts = [s for s in range(0, len(text) - T, 2) if np.array_equal(text[s:s + T], x[row])]
+            assert any(text[s + T] == y[row, 0] for s in starts)
+    forwards = [c for c in calls if c[0] == "forward"]
+    assert forwards and all(state is None for _, _, state in forwards)  # validation and sampling: zeros
+    assert [x.shape for _, x, _ in forwards[-12:]] == [(1, min(T, 1 + k)) for k in range(12)]  # the sample's windows
+    val = [float(v) for v in re.findall(r"val loss (\d+\.\d+)", out)]
+    worst = np.log(np.exp(5.0) + len(vocab) - 1)  # a window whose next character differs from its last
+    assert len(val) == 2 and all(worst - 5 < v <= worst + 1e-4 for v in val), val  # scored at the last position
+    assert load_checkpoint(ckpt).config.target == "last"
+
+    made.clear()
+    assert cli.main(["sample", str(ckpt), "--length", "20", "--prime", "TWO the quick brown fox"]) == 0
+    text_out = capsys.readouterr().out
+    assert text_out.startswith("TWO the quick brown fox") and len(text_out) == len("TWO the quick brown fox") + 20 + 1
+    assert [c[1].shape for c in made[0].calls] == [(1, T)] * 20 and all(c[2] is None for c in made[0].calls)
