@@ -1,21 +1,24 @@
-"""Keras 3 character-level LSTM on TensorFlow: keras.layers.LSTM (path="layer") or the gate
-equations in keras.ops (path="cell"). What matters in Keras on TensorFlow: the step is a graph.
-Forward, loss, tf.GradientTape, clipping and the optimizer update are traced once per input
-shape into one tf.function; tensors stay in TensorFlow between steps, and the carried state,
-returned by that function outside any tape, is detached by construction.
+"""Keras 3 character-level LSTM: keras.layers.LSTM (path="layer") or a custom cell written with
+keras.ops inside keras.layers.RNN (path="cell"). What matters in Keras: a keras.Model built from
+layers, compiled with a loss and an optimizer, trained with train_on_batch; the same file runs on
+the TensorFlow, JAX and PyTorch backends (KERAS_BACKEND, read once when keras is imported).
 
     model = CharLSTM(config, init_weights(config))     # path="layer" (keras.layers.LSTM) or "cell"
     loss = model.train_step(x, y)                       # x, y: int (B, T)
     logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# float64 on JAX needs JAX's 64-bit mode, which JAX reads once, when it is imported (by keras,
+# just below); without it a float64 model would silently compute in float32. It changes nothing
+# on the other backends, and a float32 model keeps its float32 arrays.
+os.environ.setdefault("JAX_ENABLE_X64", "true")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 from common.errors import ConfigError  # noqa: E402
@@ -24,30 +27,21 @@ from common.weights import check_weights  # noqa: E402
 PATHS = ("layer", "cell")
 
 
-# ---------------------------------------------------------------------------------------------
-# keras helpers: the optimizer, the graph compiler's switch, the way out of a sparse gradient, and
-# a loop output written without copies
+# --- helpers
 
-# XLA (tf.function(jit_compile=True)) on the train step: a documented choice, on for both paths.
-# benchmarks.levers, V=65, H=256, L=2, B=32, T=64, float32, Adam, 2 idle threads, 3 runs a side,
-# every worker with the benchmark's steady allocator (benchmarks/worker.py, STEADY_MALLOC):
-#   cell   tf.while_loop, W_h read before it, write_row   23.8k chars/s without XLA, 37.5k with
-#          (1.57x); compiling adds 0.5 s to the first step (2.8 s in all)
-#   layer  keras.layers.LSTM   XLA runs at one of two speeds, set per process: 77-79 ms a step or
-#          126-128 (off: 85-104 ms; 5 processes each, one run). The slow one is the copies that
-#          write_row removes from the cell path, inside Keras' own loop. The lever runs drew the
-#          slow one 5 times in 6 (16.2k chars/s against 23.9k off, 0.68x), the one before that
-#          the fast one (1.10x). On, as the better draw more often than not.
-# Tried and left: keras.ops.scan for the cell loop (XLA cannot compile it; 0.94x of the while
-# loop without XLA), the 64 steps unrolled in python (8.8k chars/s with XLA, 27.5 s to compile;
-# 16.5k without), keras.layers.LSTM(unroll=True) (0.6x); in the cell path, a custom gradient
-# giving dz @ W_h^T from a transpose made once before the loop (XLA transposes W_h at every step
-# for it: 80 us a product against 44) measured 61.0 ms median against 62.2 (6 processes each),
-# and one tanh over all four gates no faster. Earlier, under the machine's default allocator, the
-# layer path measured 0.83x with XLA: its page faults, not XLA, set that figure.
-# XLA keeps float64 exact (the float64 tests pass with it). `CharLSTM(..., jit_compile=False)`
-# turns it off.
-JIT_COMPILE = {"layer": True, "cell": True}
+@contextlib.contextmanager
+def floatx(dtype):
+    """Keras' default float type set to `dtype` for what is made inside, then restored.
+
+    The learning rate, the loss and the loss tracker that train_on_batch reports through are made
+    in floatx unless told otherwise: in a float64 model they must be float64 too.
+    """
+    before = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(before)
 
 
 def make_optimizer(config):
@@ -61,66 +55,49 @@ def make_optimizer(config):
       global_clipnorm (base_optimizer.clip_by_global_norm): norm = sqrt(sum of every sum(g^2));
                g *= clip_norm * min(1 / norm, 1 / clip_norm), always applied
                (torch: g *= clip_norm / (norm + 1e-6), only when that is < 1)
+    Call it inside floatx(config.dtype): the learning rate lives in a variable of keras' floatx.
     """
     clip = config.clip_norm or None
-    # The learning rate lives in a variable of keras' floatx: make it config.dtype, or a
-    # float64 model would step with lr rounded to float32.
-    floatx = keras.config.floatx()
-    keras.config.set_floatx(config.dtype)
-    try:
-        if config.optimizer == "sgd":
-            return keras.optimizers.SGD(config.learning_rate, global_clipnorm=clip)
-        if config.optimizer == "adagrad":
-            return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0,
-                                            epsilon=1e-10, global_clipnorm=clip)
-        # betas as numpy float64: Adam casts them to the variable's dtype with tf.cast, which
-        # takes a python float through float32 (0.999 -> 0.99900001) even in a float64 model
-        return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
-                                     epsilon=1e-8, global_clipnorm=clip)
-    finally:
-        keras.config.set_floatx(floatx)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(config.learning_rate, global_clipnorm=clip)
+    if config.optimizer == "adagrad":
+        return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0,
+                                        epsilon=1e-10, global_clipnorm=clip)
+    # betas as numpy float64: Adam casts them with ops.cast, which takes a python float through
+    # float32 (0.999 -> 0.99900001) on TensorFlow and torch, even in a float64 model
+    return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
+                                 epsilon=1e-8, global_clipnorm=clip)
 
 
-def dense(grads):
-    """The row gather's gradient is sparse (tf.IndexedSlices): every gradient as a dense tensor."""
-    return [tf.convert_to_tensor(g) for g in grads]
+def keep_float64():
+    """Let keras.ops compute float64 in float64 on JAX and torch.
 
-
-@tf.custom_gradient
-def write_row(rows, t, row):
-    """`rows` with rows[t] = row, for a loop that writes each row of a zeros tensor once.
-
-    What it buys: the gradient hands d rows on untouched and takes d row = d rows[t]. The
-    gradient of tf.TensorArray.write also zeroes d rows[t] after reading it; under XLA that read,
-    then write, of a buffer carried through the loop costs two copies of the whole (T, B, H)
-    buffer every step (2 x 2 MB at the reference config, 512 MB a train step). How long they take
-    changes from one process to the next: the cell step took 84-87 ms with them in 4 processes of
-    4, and 61-62 ms without them in 5 of 5; the levers' medians give 1.11x. Leaving d rows[t] in
-    place is exact here: row t is written once, and the gradient of the zeros the loop starts
-    from is never used.
+    Keras 3.15's type promotion (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE) turns
+    every float64 result type into float32 on all backends but TensorFlow, "to align with JAX's
+    default": ops.matmul on torch, ops.tanh and ops.mean on JAX, the loss's mean, the optimizer's
+    arithmetic then round a float64 model to float32 (keras-team/keras issues 23223 and 23704).
+    With JAX's 64-bit mode on (above) float64 is JAX's own behaviour too; this drops that one entry
+    of the table, for float64 models only (a float32 model never reaches it).
     """
-    def grad(d_rows):
-        return d_rows, None, d_rows[t]
+    from keras.src.backend.common import dtypes
 
-    return tf.tensor_scatter_nd_update(rows, tf.reshape(t, (1, 1)), row[None]), grad
+    dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)
 
 
-# ---------------------------------------------------------------------------------------------
-# One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
-#   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
-# (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
+# --- step
 
-class LSTMLayer(keras.layers.Layer):
-    """The gate equations with keras.ops, the Keras 3 way: weights made in build(), math in call().
+class LSTMCell(keras.layers.Layer):
+    """One time step of the gate equations, the Keras 3 way: weights made in build(), math in
+    call() with keras.ops, `state_size` telling keras.layers.RNN what to carry: [h, c], (B, H) each.
 
-    Called like keras.layers.LSTM(return_sequences=True, return_state=True):
-    `hs, h, c = layer(x, initial_state=[h, c])`, x (B, T, in) floats, or (B, T) character ids
-    for the first layer. Autodiff gives the backward pass.
+    call(x_t, [h, c]) -> (h, [h, c]); x_t (B, in). Autodiff gives the backward pass.
     """
 
     def __init__(self, input_size, units, **kwargs):
         super().__init__(**kwargs)
         self.input_size, self.units = input_size, units
+        self.state_size = [units, units]  # h, c
+        self.output_size = units
 
     def build(self, input_shape=None):
         H = self.units
@@ -128,167 +105,184 @@ class LSTMLayer(keras.layers.Layer):
         self.W_h = self.add_weight(shape=(H, 4 * H), name="W_h")
         self.b = self.add_weight(shape=(4 * H,), initializer="zeros", name="b")
 
-    def call(self, x, initial_state):
-        h, c = initial_state  # (B, H) each
-        if "int" in str(x.dtype):
-            xz = ops.take(self.W_x, x, axis=0)  # (B, T, 4H): one-hot x_t @ W_x is a row gather
-        else:
-            xz = ops.matmul(x, self.W_x)  # (B, T, 4H): every step in one product
-        xz = xz + self.b  # TensorFlow tensors are immutable: no in place
-
-        H, T = self.units, xz.shape[1]
-        # Rows, h (B, H), as keras.layers.LSTM; numpy_impl and torch's cell path keep columns, h (H, B),
-        # for their BLAS. Here XLA picks the layouts: the columns version measured slower, 105-115 ms
-        # a step against 70-103 for rows (3 runs each, reference config).
-
-        # The loop over T is tf.while_loop, not keras.ops.scan: XLA cannot compile ops.scan on
-        # TensorFlow (its carry lives in a TensorArray rewritten every step), nor keras.ops.fori_loop
-        # writing into a preallocated (T, B, H) tensor (no gradient for XLA's dynamic-update-slice).
-        # keras.ops has no loop that does both, hence tf here. xz is read through a TensorArray
-        # (the gradient of xz[t] would be a whole (T, B, 4H) tensor every step); h goes to hs
-        # through write_row (the TensorArray's write costs copies under XLA: see write_row).
-        xz = tf.TensorArray(xz.dtype, size=T, element_shape=h.shape[:1] + (4 * H,)).unstack(
-            ops.swapaxes(xz, 0, 1))  # T slices (B, 4H), time-major
-        hs = tf.zeros((T,) + tuple(h.shape), h.dtype)  # (T, B, H), row t written at step t
-        # The weight is read once, here: a variable read inside the loop is a new tensor at every
-        # step, and the gradient of the loop keeps each one (64 copies of W_h, 64 MB per layer and
-        # train step, at the reference config); a tensor from outside is the same at every step.
-        W_h = tf.convert_to_tensor(self.W_h)
-
-        def step(t, h, c, hs):  # one time step: (h, c) -> new (h, c), h written to hs[t]
-            z = xz.read(t) + ops.matmul(h, W_h)  # (B, 4H)
-            i, f, g, o = ops.split(z, 4, axis=-1)
-            # (one ops.sigmoid over all of z and tanh on the g slice only measured no faster)
-            i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-            c = f * c + i * g
-            h = o * ops.tanh(c)
-            return t + 1, h, c, write_row(hs, t, h)
-
-        _, h, c, hs = tf.while_loop(lambda t, *_: t < T, step, (0, h, c, hs), maximum_iterations=T)
-        return ops.swapaxes(hs, 0, 1), h, c  # (B, T, H), (B, H), (B, H)
+    def call(self, inputs, states):
+        h, c = states  # (B, H) each
+        z = ops.matmul(inputs, self.W_x) + ops.matmul(h, self.W_h) + self.b  # (B, 4H)
+        i, f, g, o = ops.split(z, 4, axis=-1)
+        i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
+        c = f * c + i * g
+        h = o * ops.tanh(c)
+        return h, [h, c]
 
 
-# ---------------------------------------------------------------------------------------------
+# --- layer over time
+
+def lstm_layer(path, input_size, hidden_size, dtype):
+    """One LSTM layer over T steps, called as `hs, h, c = layer(x, initial_state=[h, c])`:
+    x (B, T, in), hs (B, T, H). keras.layers.RNN runs the cell's loop (on each backend its own:
+    tf.while_loop, jax.lax.scan, a python loop on torch); keras.layers.LSTM is the library's own."""
+    if path == "layer":
+        return keras.layers.LSTM(hidden_size, return_sequences=True, return_state=True, dtype=dtype)
+    return keras.layers.RNN(LSTMCell(input_size, hidden_size, dtype=dtype),
+                            return_sequences=True, return_state=True, dtype=dtype)
+
+
+# --- model
+
+class CarriedState(keras.Model):
+    """`net` with its LSTM state kept in non-trainable variables: train_on_batch(x, y) starts from
+    the state the previous call left, and leaves the new one (truncated BPTT).
+
+    Why not keras.layers.LSTM(stateful=True) (docs/keras-state.md): keras.layers.RNN makes its
+    state variables untracked, so they are not among the model's non_trainable_variables; the JAX
+    trainer runs the step as a pure function of exactly those lists and drops every other
+    assignment, so on JAX the state never moves. On torch, the layer's assign is an in-place copy
+    into the tensor that autograd saved for the backward pass. Here the state variables are
+    tracked (add_weight), so the JAX trainer returns their new values, and call() reads them
+    through a copy, so that torch's autograd never holds the tensor that assign overwrites.
+    """
+
+    def __init__(self, net, batch_size, hidden_size, num_layers, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.carried = [self.add_weight(shape=(batch_size, hidden_size), initializer="zeros",
+                                        trainable=False, name=f"{name}{l}")
+                        for l in range(num_layers) for name in ("h", "c")]  # h0, c0, h1, c1, ...
+
+    def call(self, x):
+        logits, *new_state = self.net([x, *(ops.copy(s.value) for s in self.carried)])
+        for s, new in zip(self.carried, new_state):
+            s.assign(ops.stop_gradient(new))
+        return logits
+
+
+
 class CharLSTM:
-    """L stacked LSTM layers of H units and a dense head to V logits, trained with keras.optimizers."""
+    """L stacked LSTM layers of H units and a dense head to V logits, a keras.Model trained with
+    compile and train_on_batch."""
 
-    def __init__(self, config, weights, path="layer", jit_compile=None):
+    def __init__(self, config, weights, path="layer", jit_compile="auto"):
         if path not in PATHS:
             raise ConfigError(f"keras has no path {path!r}; choose one of {', '.join(PATHS)}.")
         check_weights(weights, config)
-        self.config, self.path = config, path
-        jit_compile = JIT_COMPILE[path] if jit_compile is None else jit_compile  # XLA: see JIT_COMPILE
-        self.dtype = config.dtype
+        self.config, self.path, self.dtype = config, path, config.dtype
+        if self.dtype == "float64":
+            keep_float64()
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> keras Variable; Keras stores W as (in_l, 4H) too (DESIGN.md)
-        self.lstms, self.params = [], {}
+        # The model takes the state as explicit inputs and gives the new state as outputs, as the
+        # sampling model of Keras' char-rnn examples does: any batch size, any state.
+        x = keras.Input((None,), dtype="int32", name="x")  # (B, T) character ids
+        state = [keras.Input((H,), dtype=self.dtype, name=f"{name}{l}") for l in range(L) for name in ("h", "c")]
+        hs = ops.one_hot(x, V, dtype=self.dtype)  # (B, T, V): layer 0's input
+        new_state, self.params = [], {}
         for l in range(L):
-            in_l = V if l == 0 else H
-            if path == "layer":
-                lstm = keras.layers.LSTM(H, return_sequences=True, return_state=True, dtype=self.dtype)
-                lstm.build((None, None, in_l))
-                W_x, W_h, b = lstm.cell.kernel, lstm.cell.recurrent_kernel, lstm.cell.bias
-            else:
-                lstm = LSTMLayer(in_l, H, dtype=self.dtype)
-                lstm.build()
-                W_x, W_h, b = lstm.W_x, lstm.W_h, lstm.b
+            lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype)
+            hs, h, c = lstm(hs, initial_state=state[2 * l:2 * l + 2])  # hs (B, T, H)
+            new_state += [h, c]
+            cell = lstm.cell  # Keras stores W as (in_l, 4H) too (DESIGN.md)
+            W_x, W_h, b = (cell.kernel, cell.recurrent_kernel, cell.bias) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-            self.lstms.append(lstm)
         self.head = keras.layers.Dense(V, dtype=self.dtype)
-        self.head.build((None, H))
+        logits = self.head(hs)  # (B, T, V)
         self.params["head.W"], self.params["head.b"] = self.head.kernel, self.head.bias
         for name, p in self.params.items():
             p.assign(np.asarray(weights[name], dtype=self.dtype))
-        self.variables = list(self.params.values())
-        self.optimizer = make_optimizer(config)  # clipping included: global_clipnorm
-        self.optimizer.build(self.variables)  # its slots (m, v, accumulators) in config.dtype
-        # one graph per input shape; `traces` counts tracings (the python body runs only then)
-        self.graphs = {"forward": tf.function(self.forward_graph), "evaluate": tf.function(self.evaluate_graph),
-                       "gradients": tf.function(self.gradients_graph),
-                       "train_step": tf.function(self.train_step_graph, jit_compile=jit_compile)}
-        self.traces = dict.fromkeys(self.graphs, 0)
-        self.reset_state()
+        self.net = keras.Model([x, *state], [logits, *new_state])  # forward
+        self.scorer = keras.Model([x, *state], logits)  # evaluate and gradients: the same layers
+        self.trainer = CarriedState(self.net, config.batch_size, H, L, dtype=self.dtype)  # train_step
+        with floatx(self.dtype):
+            self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over B * T
+            self.scorer.compile(loss=self.loss_fn, jit_compile=jit_compile)
+            self.trainer.compile(optimizer=make_optimizer(config), loss=self.loss_fn, jit_compile=jit_compile)
+        self.optimizer = self.trainer.optimizer
+        if keras.backend.standardize_dtype(self.params["head.b"].dtype) != self.dtype:
+            raise ConfigError(f"the {keras.backend.backend()} backend cannot hold {self.dtype} here; "
+                              "set JAX_ENABLE_X64=true before jax is imported.")
 
     def get_weights(self):
         """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
-        return {name: np.array(p.numpy()) for name, p in self.params.items()}
+        return {name: np.array(ops.convert_to_numpy(p)) for name, p in self.params.items()}
 
     def reset_state(self):
         """Zero the state carried from one train_step to the next (a new epoch)."""
-        self.state = self.zero_state(self.config.batch_size)
+        for s in self.trainer.carried:
+            s.assign(ops.zeros(s.shape, s.dtype))
+
+    @property
+    def state(self):
+        """The carried state: [(h, c)] per layer, np (B, H) each."""
+        s = [ops.convert_to_numpy(v) for v in self.trainer.carried]
+        return list(zip(s[0::2], s[1::2]))
 
     def zero_state(self, B):
         H = self.config.hidden_size
-        return [(tf.zeros((B, H), self.dtype), tf.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
+        return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
-    def to_tensors(self, x, state):
-        """A graph takes tensors: x as an int tensor, state [(h, c)] in config.dtype (zeros for None)."""
-        x = tf.convert_to_tensor(x)
-        B, T = x.shape
-        if state is None:
-            state = self.zero_state(B)
-        state = [(tf.convert_to_tensor(h, self.dtype), tf.convert_to_tensor(c, self.dtype)) for h, c in state]
-        return x, state
+    def inputs(self, x, state):
+        """The model's inputs: x int32 (B, T), then h0, c0, h1, c1, ... in config.dtype (zeros for None).
 
-    def run(self, x, state):
-        """Forward, inside a graph: logits (B, T, V) and the new state [(h, c)] per layer."""
-        V = self.config.vocab_size
-        hs = x if self.path == "cell" else ops.one_hot(x, V, dtype=self.dtype)  # (B, T) ids or (B, T, V)
-        new_state = []
-        for l, (h, c) in enumerate(state):
-            hs, h, c = self.lstms[l](hs, initial_state=[h, c])  # hs (B, T, H): keras layers are batch-major
-            new_state.append((h, c))
-        logits = self.head(hs)  # (B, T, V)
-        return logits, new_state
+        Keras' data adapters cast float inputs to keras' floatx, and keras.ops take python floats
+        in it: each Keras call runs inside floatx(config.dtype), or a float64 state would reach the
+        model rounded to float32.
+        """
+        x = np.asarray(x, dtype=np.int32)
+        state = self.zero_state(x.shape[0]) if state is None else state
+        return [x, *(np.asarray(s, dtype=self.dtype) for hc in state for s in hc)]
 
-    def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions (a tensor the tape can differentiate), new state."""
-        logits, new_state = self.run(x, state)
-        loss = ops.mean(ops.sparse_categorical_crossentropy(y, logits, from_logits=True))
-        return loss, new_state
-
-    # Each public method below calls a tf.function; its graph, traced once per input shape from the
-    # python body after it, does the work (forward, loss, tape, optimizer) without leaving TensorFlow.
+    # --- forward
     def forward(self, x, state=None):
         """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
-        logits, new_state = self.graphs["forward"](*self.to_tensors(x, state))
-        return logits.numpy(), [(h.numpy(), c.numpy()) for h, c in new_state]
+        with floatx(self.dtype):  # see inputs()
+            logits, *new_state = self.net.predict_on_batch(self.inputs(x, state))
+        return logits, list(zip(new_state[0::2], new_state[1::2]))
 
-    def forward_graph(self, x, state):
-        self.traces["forward"] += 1
-        return self.run(x, state)
-
+    # --- loss
     def evaluate(self, x, y, state=None):
         """Mean cross-entropy over all B * T positions, a python float; no update."""
-        x, state = self.to_tensors(x, state)
-        return float(self.graphs["evaluate"](x, tf.convert_to_tensor(y), state))
+        with floatx(self.dtype):  # see inputs()
+            return float(self.scorer.test_on_batch(self.inputs(x, state), np.asarray(y, dtype=np.int32)))
 
-    def evaluate_graph(self, x, y, state):
-        self.traces["evaluate"] += 1
-        return self.loss(x, y, state)[0]
-
+    # --- gradients
+    # Keras 3 differentiates only inside its own training step; a gradient outside it is the
+    # backend's job: one small function per backend, each on the same model and loss.
     def gradients(self, x, y, state=None):
         """dict interchange name -> np.ndarray of d loss / d weight; no update."""
-        x, state = self.to_tensors(x, state)
-        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state)
-        return {name: g.numpy() for name, g in zip(self.params, grads)}
+        backend = keras.backend.backend()
+        with floatx(self.dtype):
+            grads = getattr(self, f"gradients_{backend}")(self.inputs(x, state), np.asarray(y, dtype=np.int32))
+        return {name: np.array(ops.convert_to_numpy(g)) for name, g in zip(self.params, grads)}
 
-    def gradients_graph(self, x, y, state):
-        self.traces["gradients"] += 1
+    def gradients_tensorflow(self, inputs, y):
+        import tensorflow as tf
+
+        variables = list(self.params.values())
         with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
-            loss, _ = self.loss(x, y, state)
-        return dense(tape.gradient(loss, self.variables))
+            loss = self.loss_fn(y, self.scorer(inputs))
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense, not IndexedSlices
 
+    def gradients_jax(self, inputs, y):
+        import jax
+
+        model = self.scorer
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss(trainable):  # a pure function of the weights: what jax.grad differentiates
+            logits, _ = model.stateless_call(trainable, non_trainable, inputs)
+            return self.loss_fn(y, logits)
+
+        grads = jax.grad(loss)([v.value for v in model.trainable_variables])
+        by_variable = {id(v): g for v, g in zip(model.trainable_variables, grads)}
+        return [by_variable[id(p)] for p in self.params.values()]
+
+    def gradients_torch(self, inputs, y):
+        import torch
+
+        loss = self.loss_fn(y, self.scorer(inputs))
+        return torch.autograd.grad(loss, [p.value for p in self.params.values()])  # no .grad left behind
+
+    # --- train step
     def train_step(self, x, y):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
         returns the loss before it and carries the new state (truncated BPTT)."""
-        loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state)
-        return float(loss)
-
-    def train_step_graph(self, x, y, state):
-        self.traces["train_step"] += 1
-        with tf.GradientTape() as tape:
-            loss, new_state = self.loss(x, y, state)
-        grads = dense(tape.gradient(loss, self.variables))
-        self.optimizer.apply(grads, self.variables)  # clips, then steps
-        return loss, new_state  # out of the graph no tape follows new_state: detached by construction
+        with floatx(self.dtype):  # see inputs()
+            return float(self.trainer.train_on_batch(np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)))
