@@ -7,9 +7,10 @@
 
 A lever's "before" is the simpler code a first version would have had, made in the worker process
 by one of the variant functions below (the worker calls spec["variant"] after the framework set-up
-and before the model is built): it patches the implementation's module, runs the module's file as
-it was at an earlier commit (previous_version, for a change of a whole file's layout), or returns
-keyword arguments for CharLSTM. model.py files are never edited. The shipped code is the baseline (no
+and before the model is built): it patches the implementation's module or returns keyword arguments
+for CharLSTM. model.py and fast.py files are never edited. A change of a whole file's layout is not
+a lever but a path of its own: the lesson against the tuned code is numpy-cell against numpy-fast
+(and torch-cell against torch-fast) in the main benchmark's table. The shipped code is the baseline (no
 variant). Both sides must compute the same numbers: the losses of the first step and of the warm-up
 steps (before any timing) must agree to 1e-4, or the row says so and the run exits with status 1.
 Written to --out:
@@ -36,7 +37,8 @@ from common.errors import ConfigError, RosettaError
 
 LEVERS_COLUMNS = ["lever", "impl", "before_chars_per_s", "after_chars_per_s", "ratio", "kept", "note"]
 THREADS_COLUMNS = ["impl", "threads", "chars_per_s", "step_ms_median", "time_to_first_step_s", "status"]
-IMPLS = [("numpy-cell", "numpy", "cell"), ("torch-layer", "torch", "layer"), ("torch-cell", "torch", "cell"),
+IMPLS = [("numpy-cell", "numpy", "cell"), ("numpy-fast", "numpy", "fast"), ("torch-layer", "torch", "layer"),
+         ("torch-cell", "torch", "cell"), ("torch-fast", "torch", "fast"),
          ("keras-layer", "keras", "layer"), ("keras-cell", "keras", "cell")]
 LOSS_TOLERANCE = 1e-4
 
@@ -74,52 +76,19 @@ def scatter_add_rows(ids, dz, V):
 
 def numpy_scatter_dW_x(framework, path, info):
     """Before: layer 0's dW_x as np.add.at over the character ids (after: one-hot (V, N) @ dz)."""
-    import numpy_impl.model as m
+    import numpy_impl.fast as m
     source = inspect.getsource(m.CharLSTM.backward)
     ids = re.search(r"one_hot = np\.eye\([^)]*\)\[(.+)\]", source)
     if not ids:
-        raise ConfigError("numpy_impl.model.CharLSTM.backward has no one-hot line; update benchmarks/levers.py.")
+        raise ConfigError("numpy_impl.fast.CharLSTM.backward has no one-hot line; update benchmarks/levers.py.")
     m.levers_scatter_add_rows = scatter_add_rows
     patch_source(m, "CharLSTM.backward", [(r"^[ \t]*one_hot = .*\n", ""),
                                           (r"one_hot\.T @ dz_all\.T", f"levers_scatter_add_rows({ids.group(1)}, dz_all.T, V)")])
 
 
-ROWS_COMMIT = "c38c990"  # the last commit whose cell paths kept the state as rows, h (B, H)
-
-
-def previous_version(module_name, commit, info):
-    """Run `module_name` as it was at `commit` (git show): for a lever that changed the layout of a
-    whole file, where patching single lines cannot give the "before". Needs the git history."""
-    import importlib
-    import subprocess
-    path = module_name.replace(".", "/") + ".py"
-    shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=Path(__file__).resolve().parents[1],
-                           capture_output=True, text=True)
-    if shown.returncode:
-        raise ConfigError(f"this lever's 'before' is {path} at commit {commit} and needs the git history; "
-                          f"run it in a full clone (git fetch --unshallow).")
-    module = importlib.import_module(module_name)
-    exec(compile(shown.stdout, f"<{path} at {commit}>", "exec"), module.__dict__)
-    info["before_commit"] = commit
-
-
-def numpy_rows(framework, path, info):
-    """Before: numpy_impl/model.py at ROWS_COMMIT, the state as rows: h (B, H) @ W_h, dz @ W_h^T, and
-    the gate derivatives of all steps computed in one pass before the loop (after: columns,
-    W_h^T @ h and W_h @ dz, the derivatives step by step while the gates are in cache)."""
-    previous_version("numpy_impl.model", ROWS_COMMIT, info)
-
-
-def torch_rows(framework, path, info):
-    """Before: torch_impl/model.py at ROWS_COMMIT, the cell path's state as rows, h (B, H) @ W_h, and
-    layer 0's gather as W_x[x] (after: columns, W_h^T @ h, and F.embedding, whose backward,
-    embedding_dense_backward, took 1.6 ms a step where W_x[x]'s index_put with accumulation took 9.6)."""
-    previous_version("torch_impl.model", ROWS_COMMIT, info)
-
-
 def numpy_dot_out(framework, path, info):
     """Before: np.dot(a, b, out=) in the recurrent loops (after: np.matmul(a, b, out=))."""
-    import numpy_impl.model as m
+    import numpy_impl.fast as m
     for name in ("lstm_forward", "lstm_backward"):
         patch_source(m, name, [(r"np\.matmul\(", "np.dot(")])
 
@@ -149,19 +118,19 @@ def plain_gate_derivatives(gates, P, Q, out=None):
 
 def numpy_plain_gates(framework, path, info):
     """Before: plain sigmoid and tanh per gate slice (after: one np.tanh over all four gates)."""
-    import numpy_impl.model as m
+    import numpy_impl.fast as m
     for name, args in (("activate_gates", ["scale", "shift"]), ("gate_derivatives", ["P", "Q"])):
         if list(inspect.signature(getattr(m, name, None) or (lambda: 0)).parameters)[1:3] != args:
-            raise ConfigError(f"numpy_impl.model.{name}(x, {', '.join(args)}) is gone; update benchmarks/levers.py.")
+            raise ConfigError(f"numpy_impl.fast.{name}(x, {', '.join(args)}) is gone; update benchmarks/levers.py.")
     m.activate_gates, m.gate_derivatives = plain_activate_gates, plain_gate_derivatives
 
 
 def numpy_new_arrays(framework, path, info):
     """Before: every array new each step (after: the model's Buffers keep the big ones)."""
     import numpy as np
-    import numpy_impl.model as m
+    import numpy_impl.fast as m
     if not hasattr(m, "Buffers"):
-        raise ConfigError("numpy_impl.model.Buffers is gone; update benchmarks/levers.py.")
+        raise ConfigError("numpy_impl.fast.Buffers is gone; update benchmarks/levers.py.")
     m.Buffers.__call__ = lambda self, name, shape, dtype: np.empty(shape, dtype)
 
 
@@ -184,14 +153,14 @@ def torch_onednn_off(framework, path, info):
 
 
 def torch_compile_step(framework, path, info):
-    """After: torch.compile of the single-step cell function lstm_step (never of the loop over T)."""
+    """After: torch.compile of the cell's one step, LSTMCell.forward (never of the loop over T)."""
     import torch
     import torch_impl.model as m
-    step = getattr(m, "lstm_step", None)
+    step = getattr(getattr(m, "LSTMCell", None), "forward", None)
     if step is None:
-        raise ConfigError("torch_impl.model.lstm_step is gone; update benchmarks/levers.py.")
+        raise ConfigError("torch_impl.model.LSTMCell.forward is gone; update benchmarks/levers.py.")
     info["shipped"] = hasattr(step, "_torchdynamo_orig_callable")  # already compiled in model.py
-    m.lstm_step = torch.compile(step)
+    m.LSTMCell.forward = torch.compile(step)
 
 
 def keras_w_h_in_loop(framework, path, info):
@@ -231,15 +200,12 @@ LEVERS = [
     *(("steady allocator: freed memory kept for the next step (before: the machine's malloc)", impl,
        "@default", "@steady", "bench") for impl, _, _ in IMPLS),
     ("arrays kept between steps in Buffers (before: new arrays each step), with the machine's malloc",
-     "numpy-cell", "numpy_new_arrays@default", "@default", "yes"),
-    ("one-hot product for layer 0's dW_x (before: np.add.at scatter)", "numpy-cell", "numpy_scatter_dW_x", None, "yes"),
-    ("state as columns, W_h^T @ h (before: rows, h @ W_h; model.py at c38c990)", "numpy-cell", "numpy_rows", None, "yes"),
-    ("np.matmul(out=) in the recurrent loops (before: np.dot(out=))", "numpy-cell", "numpy_dot_out", None, "yes"),
-    ("all four gates from one np.tanh (before: sigmoid and tanh per slice)", "numpy-cell", "numpy_plain_gates", None, "yes"),
+     "numpy-fast", "numpy_new_arrays@default", "@default", "yes"),
+    ("one-hot product for layer 0's dW_x (before: np.add.at scatter)", "numpy-fast", "numpy_scatter_dW_x", None, "yes"),
+    ("np.matmul(out=) in the recurrent loops (before: np.dot(out=))", "numpy-fast", "numpy_dot_out", None, "yes"),
+    ("all four gates from one np.tanh (before: sigmoid and tanh per slice)", "numpy-fast", "numpy_plain_gates", None, "yes"),
     ("nn.LSTM on oneDNN (before: torch.backends.mkldnn off)", "torch-layer", "torch_onednn_off", None, "yes"),
-    ("state as columns, W_h^T @ h, and F.embedding (before: rows, h @ W_h, W_x[x]; model.py at c38c990)",
-     "torch-cell", "torch_rows", None, "yes"),
-    ("torch.compile of lstm_step, the single-step cell function", "torch-cell", None, "torch_compile_step", "info"),
+    ("torch.compile of LSTMCell.forward, the cell's one step", "torch-cell", None, "torch_compile_step", "info"),
     ("W_h read once before the loop (before: the variable read inside it, which the loop's gradient "
      "keeps a copy of at every step)", "keras-cell", "keras_w_h_in_loop", None, "yes"),
     ("h written with write_row (before: tf.TensorArray.write, whose gradient costs two copies of "

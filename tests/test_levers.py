@@ -32,8 +32,8 @@ def read_csv(path):
 
 @pytest.fixture
 def numpy_model(monkeypatch):
-    """numpy_impl.model with everything a variant may replace restored after the test."""
-    import numpy_impl.model as m
+    """numpy_impl.fast (the numpy levers' module) with everything a variant may replace restored after the test."""
+    import numpy_impl.fast as m
     for name in ("lstm_forward", "lstm_backward", "activate_gates", "gate_derivatives"):
         monkeypatch.setattr(m, name, getattr(m, name))
     monkeypatch.setattr(m.CharLSTM, "backward", m.CharLSTM.backward)
@@ -51,7 +51,7 @@ def test_numpy_before_variants_change_the_code_not_the_numbers(numpy_model, vari
     shipped = m.CharLSTM(config, weights).gradients(x, y)
     code = {name: getattr(m, name).__code__ for name in ("lstm_forward", "lstm_backward", "activate_gates")}
     backward = m.CharLSTM.backward
-    assert getattr(levers, variant)("numpy", "cell", {}) is None  # no extra CharLSTM arguments
+    assert getattr(levers, variant)("numpy", "fast", {}) is None  # no extra CharLSTM arguments
     if variant == "numpy_scatter_dW_x":
         calls = []
         m.levers_scatter_add_rows = lambda *a: calls.append(1) or levers.scatter_add_rows(*a)
@@ -92,40 +92,6 @@ def test_keras_before_variants_change_the_code_not_the_numbers(monkeypatch, vari
     grads = m.CharLSTM(config, weights, path="cell").gradients(x, y)
     for name in shipped:
         np.testing.assert_allclose(grads[name], shipped[name], rtol=1e-9, atol=1e-12, err_msg=name)
-
-
-def has_commit(commit):
-    """Whether this clone's git history holds `commit` (a shallow clone may not)."""
-    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True).returncode == 0
-
-
-def test_numpy_rows_is_the_previous_model_with_the_same_numbers():
-    import numpy_impl.model as m
-    if not has_commit(levers.ROWS_COMMIT):
-        pytest.skip(f"no commit {levers.ROWS_COMMIT} in this clone's history")
-    config = Config(vocab_size=11, hidden_size=8, num_layers=2, batch_size=3, seq_length=5, dtype="float64")
-    weights = init_weights(config)
-    x = np.random.default_rng(0).integers(0, 11, (3, 5))
-    y = np.roll(x, 1, axis=1)
-    shipped = m.CharLSTM(config, weights).gradients(x, y)
-    saved = dict(m.__dict__)
-    try:
-        info = {}
-        assert levers.numpy_rows("numpy", "cell", info) is None
-        assert info == {"before_commit": levers.ROWS_COMMIT}
-        assert m.split_gates(np.zeros((2, 8)))[0].shape == (2, 2)  # rows: gates along the last axis
-        grads = m.CharLSTM(config, weights).gradients(x, y)
-    finally:
-        m.__dict__.clear()
-        m.__dict__.update(saved)
-    assert m.split_gates(np.zeros((8, 2)))[0].shape == (2, 2)  # columns again
-    for name in shipped:
-        np.testing.assert_allclose(grads[name], shipped[name], rtol=1e-9, atol=1e-12, err_msg=name)
-
-
-def test_previous_version_without_the_history_says_what_to_do():
-    with pytest.raises(ConfigError, match=r"at commit 0000000 and needs the git history; run it in a full clone"):
-        levers.previous_version("numpy_impl.model", "0000000", {})
 
 
 def test_patch_source_refuses_a_pattern_that_is_gone(numpy_model):
@@ -172,9 +138,6 @@ def test_tiny_run_writes_one_row_per_lever(tiny_run):
     asked = [(name, impl) for name, impl, *_ in levers.LEVERS if impl.split("-")[0] in ("numpy", "torch")]
     assert [(r["lever"], r["impl"]) for r in rows] == asked
     for r in rows:
-        if r["lever"].startswith("state as columns") and not has_commit(levers.ROWS_COMMIT):
-            assert "needs the git history" in r["note"]
-            continue
         before, after = float(r["before_chars_per_s"]), float(r["after_chars_per_s"])
         assert before > 0 and after > 0
         assert float(r["ratio"]) == pytest.approx(after / before)
@@ -186,13 +149,14 @@ def test_tiny_run_writes_one_row_per_lever(tiny_run):
     assert "with mkldnn off: no" in notes["torch-layer"]
     assert "compiling: " in notes["torch-cell"]
     assert "[torch-cell+torch_compile_step 2t] step" in stderr
-    assert "[numpy-cell+numpy_new_arrays@default 2t] step" in stderr  # a side with its own allocator  # the worker's progress was relayed
+    assert "[numpy-fast+numpy_new_arrays@default 2t] step" in stderr  # a side with its own allocator  # the worker's progress was relayed
 
 
 def test_tiny_run_measures_every_implementation_at_1_and_2_threads(tiny_run):
     rows = read_csv(tiny_run[0] / "threads.csv")
     assert [(r["impl"], r["threads"]) for r in rows] == [
-        (impl, n) for n in ("1", "2") for impl in ("numpy-cell", "torch-layer", "torch-cell")]
+        (impl, n) for n in ("1", "2") for impl, framework, _ in levers.IMPLS if framework in ("numpy", "torch")]
+    assert {"numpy-cell", "numpy-fast", "torch-layer", "torch-cell"} <= {r["impl"] for r in rows}
     assert all(r["status"] == "ok" and float(r["chars_per_s"]) > 0 for r in rows)
 
 
