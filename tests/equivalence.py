@@ -4,8 +4,12 @@ A framework runs only in a subprocess: `run_cases` runs impl_probe.run_probe for
 framework (and that framework's independent oracle) in ONE process, since importing torch or
 TensorFlow costs seconds and each case milliseconds. numpy_impl runs in the pytest process on the
 same batch, state and training text (impl_probe.probe_inputs), with the optimizer formula of the
-framework it is compared with. Targets: float64 logits within 1e-10, gradients within 1e-9, 10
-training steps of each optimizer with clipping active within 1e-9; float32 within 1e-4.
+framework it is compared with, on each of its paths (the lesson "cell" and the tuned "fast"): every
+path of the framework is held to both. Targets: float64 logits within 1e-10, gradients within 1e-9,
+10 training steps of each optimizer with clipping active within 1e-9; float32 within 1e-4.
+
+The paths come from common.frameworks.PATHS: PATHS["torch"], PATHS["keras"] for the framework's
+tests, PATHS["numpy"] for the numpy references.
 """
 
 import json
@@ -18,19 +22,24 @@ from impl_probe import probe_inputs
 
 from common.batches import training_steps
 from common.config import Config
+from common.frameworks import PATHS, model_class
 from common.weights import init_weights
 
 SMALL = dict(vocab_size=11, hidden_size=12, num_layers=2, batch_size=3, seq_length=5,
              learning_rate=0.05, clip_norm=0.05, seed=7)  # clip_norm 0.05: every step clips (checked)
 STEPS = 10
-PATHS = ("layer", "cell")
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 TOLERANCE = {"float64": {"logits": 1e-10, "grads": 1e-9, "loss": 1e-9},
              "float32": {"logits": 1e-4, "grads": 1e-4, "loss": 1e-4}}
 
-# (kind, path, dtype, optimizer): float64 for every path and optimizer, float32 Adam, the oracle
-CASES = ([("impl", path, "float64", optimizer) for path in PATHS for optimizer in OPTIMIZERS]
-         + [("impl", path, "float32", "adam") for path in PATHS] + [("oracle", None, "float64", "sgd")])
+
+
+def cases(framework, paths=None):
+    """(kind, path, dtype, optimizer) of `framework`'s subprocess: float64 for every path (default
+    PATHS[framework]) and optimizer, float32 Adam, the oracle."""
+    paths = PATHS[framework] if paths is None else paths
+    return ([("impl", path, "float64", optimizer) for path in paths for optimizer in OPTIMIZERS]
+            + [("impl", path, "float32", "adam") for path in paths] + [("oracle", None, "float64", "sgd")])
 
 RUN_CASES = f"""
 import importlib, json, sys, numpy as np
@@ -50,13 +59,11 @@ def config(dtype="float64", optimizer="adam"):
     return Config(**SMALL, dtype=dtype, optimizer=optimizer)
 
 
-def numpy_reference(config, formula, train_steps=STEPS, data_seed=0):
-    """What impl_probe records, computed with numpy_impl in this process, plus grad_norm: the
-    global gradient norm of every training step, before clipping."""
-    from numpy_impl.model import CharLSTM
-
+def numpy_reference(config, formula, train_steps=STEPS, data_seed=0, path="cell"):
+    """What impl_probe records, computed with numpy_impl's `path` in this process, plus grad_norm:
+    the global gradient norm of every training step, before clipping."""
     x, y, state, batches = probe_inputs(config, data_seed, train_steps)
-    model = CharLSTM(config, init_weights(config), formula=formula)
+    model = model_class("numpy", path)(config, init_weights(config), path=path, formula=formula)
     logits, new_state = model.forward(x, state=state)
     out = {"logits": logits, "loss": np.array(model.evaluate(x, y, state=state))}
     for l, (h, c) in enumerate(new_state):
@@ -78,19 +85,23 @@ def numpy_reference(config, formula, train_steps=STEPS, data_seed=0):
     return out
 
 
-def run_cases(tmp, framework, formula):
+def run_cases(tmp, framework, formula, paths=None, env=None):
     """dict (kind, path, dtype, optimizer) -> arrays for every case of `framework` (kind "impl"),
-    its oracle, and the numpy reference (kind "numpy") with the optimizer `formula`."""
-    cases = [(kind, path, config(dtype, optimizer).to_dict()) for kind, path, dtype, optimizer in CASES]
-    proc = subprocess.run([sys.executable, "-c", RUN_CASES, framework, str(tmp), json.dumps(cases)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    its oracle, and the numpy references (kind "numpy", path each of PATHS["numpy"]; path None is
+    the lesson, "cell") with the optimizer `formula`."""
+    keys = cases(framework, paths)
+    specs = [(kind, path, config(dtype, optimizer).to_dict()) for kind, path, dtype, optimizer in keys]
+    proc = subprocess.run([sys.executable, "-c", RUN_CASES, framework, str(tmp), json.dumps(specs)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert proc.returncode == 0, f"{framework} cases failed:\n{proc.stderr[-3000:]}"
     results = {}
-    for n, key in enumerate(CASES):
+    for n, key in enumerate(keys):
         with np.load(tmp / f"case-{n}.npz") as f:
             results[key] = {k: f[k] for k in f.files}
-    for dtype, optimizer in sorted({(dtype, optimizer) for _, _, dtype, optimizer in CASES}):
-        results[("numpy", None, dtype, optimizer)] = numpy_reference(config(dtype, optimizer), formula)
+    for dtype, optimizer in sorted({(dtype, optimizer) for _, _, dtype, optimizer in keys}):
+        for path in PATHS["numpy"]:
+            results[("numpy", path, dtype, optimizer)] = numpy_reference(config(dtype, optimizer), formula, path=path)
+        results[("numpy", None, dtype, optimizer)] = results[("numpy", "cell", dtype, optimizer)]
     return results
 
 
@@ -101,7 +112,11 @@ def assert_close(got, want, atol, what):
 
 
 def check_forward_float64(runs, path):
-    got, want = runs[("impl", path, "float64", "sgd")], runs[("numpy", None, "float64", "sgd")]
+    for numpy_path in PATHS["numpy"]:
+        forward_float64(runs[("impl", path, "float64", "sgd")], runs[("numpy", numpy_path, "float64", "sgd")])
+
+
+def forward_float64(got, want):
     tol = TOLERANCE["float64"]
     assert got["logits"].dtype == np.float64
     assert_close(got["logits"], want["logits"], tol["logits"], "logits")
@@ -117,7 +132,12 @@ def check_forward_float64(runs, path):
 
 
 def check_training_float64(runs, path, optimizer):
-    got, want = runs[("impl", path, "float64", optimizer)], runs[("numpy", None, "float64", optimizer)]
+    for numpy_path in PATHS["numpy"]:
+        training_float64(runs[("impl", path, "float64", optimizer)], runs[("numpy", numpy_path, "float64", optimizer)],
+                         optimizer)
+
+
+def training_float64(got, want, optimizer):
     assert np.all(want["grad_norm"] > 2 * SMALL["clip_norm"]), f"clipping inactive: norms {want['grad_norm']}"
     assert len(got["train_loss"]) == STEPS
     assert np.ptp(got["train_loss"]) > 1e-3  # the weights moved
@@ -128,7 +148,11 @@ def check_training_float64(runs, path, optimizer):
 
 
 def check_float32(runs, path):
-    got, want = runs[("impl", path, "float32", "adam")], runs[("numpy", None, "float32", "adam")]
+    for numpy_path in PATHS["numpy"]:
+        float32(runs[("impl", path, "float32", "adam")], runs[("numpy", numpy_path, "float32", "adam")])
+
+
+def float32(got, want):
     tol = TOLERANCE["float32"]
     for k in ("logits", "state_h0", "state_c1", *(k for k in want if k.startswith(("grad/", "weights/")))):
         assert got[k].dtype == np.float32, f"{k} is {got[k].dtype}, not the config's float32"
@@ -139,9 +163,9 @@ def check_float32(runs, path):
 
 def check_oracle(runs, framework):
     oracle = runs[("oracle", None, "float64", "sgd")]
-    others = {f"{framework} layer": runs[("impl", "layer", "float64", "sgd")],
-              f"{framework} cell": runs[("impl", "cell", "float64", "sgd")],
-              "numpy": runs[("numpy", None, "float64", "sgd")]}
+    others = {**{f"{framework} {path}": runs[("impl", path, "float64", "sgd")] for path in PATHS[framework]
+                 if ("impl", path, "float64", "sgd") in runs},
+              **{f"numpy {path}": runs[("numpy", path, "float64", "sgd")] for path in PATHS["numpy"]}}
     for who, got in others.items():
         for k in ("logits", "state_h0", "state_c0", "state_h1", "state_c1"):
             assert_close(got[k], oracle[k], 1e-10, f"{who} {k} against the {framework} oracle")

@@ -1,15 +1,25 @@
-"""numpy_impl.model: the hand-written backward against finite differences, the forward against a
-plain loop written here from DESIGN.md's equations, state carrying, dtypes and refusals."""
+"""numpy_impl, both paths (the lesson numpy_impl/model.py, "cell", and the tuned numpy_impl/fast.py,
+"fast"): the hand-written backward against finite differences, the forward against a plain loop
+written here from DESIGN.md's equations, fast against the lesson to float64 rounding, state
+carrying, dtypes and refusals."""
 
 import numpy as np
 import pytest
+from equivalence import OPTIMIZERS, numpy_reference
+from equivalence import config as equivalence_config
 
 from common.config import Config
 from common.errors import CheckpointError, ConfigError
+from common.frameworks import PATHS, model_class
 from common.weights import init_weights
-from numpy_impl.model import CharLSTM
 
 V, H, L, B, T = 11, 8, 2, 3, 5
+NUMPY_PATHS = PATHS["numpy"]  # ("cell", "fast")
+FAST_TOLERANCE = 1e-12  # fast against the lesson: the same arithmetic in another order, float64 rounding
+
+
+def CharLSTM(config, weights, path="cell", **kw):  # noqa: N802 (stands for the class of `path`)
+    return model_class("numpy", path)(config, weights, path=path, **kw)
 
 
 def small(**kw):
@@ -56,11 +66,12 @@ def reference_loss(logits, y):
     return float(np.mean(-np.log(np.take_along_axis(p, y[..., None], axis=-1))))
 
 
-def test_forward_matches_the_equations():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_forward_matches_the_equations(path):
     config = small()
     w = init_weights(config)
     x, _, state = batch()
-    logits, new_state = CharLSTM(config, w).forward(x, state=state)
+    logits, new_state = CharLSTM(config, w, path).forward(x, state=state)
     ref_logits, ref_state = reference_forward(w, x, state)
     assert logits.shape == (B, T, V)
     np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-13)
@@ -69,17 +80,19 @@ def test_forward_matches_the_equations():
         np.testing.assert_allclose(c, rc, rtol=0, atol=1e-13)
 
 
-def test_forward_with_no_state_starts_from_zeros():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_forward_with_no_state_starts_from_zeros(path):
     config = small()
     w = init_weights(config)
     x, _, _ = batch()
     zeros = [(np.zeros((B, H)), np.zeros((B, H)))] * L
-    np.testing.assert_allclose(CharLSTM(config, w).forward(x)[0], reference_forward(w, x, zeros)[0],
+    np.testing.assert_allclose(CharLSTM(config, w, path).forward(x)[0], reference_forward(w, x, zeros)[0],
                                rtol=0, atol=1e-13)
 
 
-def test_one_step_calls_chain_like_one_call():
-    model = CharLSTM(small(), init_weights(small()))
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_one_step_calls_chain_like_one_call(path):
+    model = CharLSTM(small(), init_weights(small()), path)
     x, _, state = batch()
     logits, final = model.forward(x, state=state)
     s = state
@@ -91,18 +104,20 @@ def test_one_step_calls_chain_like_one_call():
         np.testing.assert_allclose(c1, c, rtol=0, atol=1e-13)
 
 
-def test_evaluate_is_the_mean_cross_entropy():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_evaluate_is_the_mean_cross_entropy(path):
     config = small()
     w = init_weights(config)
     x, y, state = batch()
-    model = CharLSTM(config, w)
+    model = CharLSTM(config, w, path)
     assert model.evaluate(x, y, state=state) == pytest.approx(reference_loss(reference_forward(w, x, state)[0], y), abs=1e-13)
     zeros = [(np.zeros((B, H)), np.zeros((B, H)))] * L
     assert model.evaluate(x, y) == pytest.approx(reference_loss(reference_forward(w, x, zeros)[0], y), abs=1e-13)
     assert isinstance(model.evaluate(x, y), float)
 
 
-def test_every_gradient_against_central_differences():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_every_gradient_against_central_differences(path):
     """Relative error < 1e-6 on sampled entries of every tensor (biases in full), nonzero state.
 
     The loss is known to ~1e-16, so a difference quotient carries ~1e-11 of rounding: entries
@@ -114,7 +129,7 @@ def test_every_gradient_against_central_differences():
     for name in w:  # move off the initial values: zero biases and unit forget bias are special
         w[name] = w[name] + rng.normal(0, 0.1, w[name].shape)
     x, y, state = batch(2)
-    grads = CharLSTM(config, w).gradients(x, y, state=state)
+    grads = CharLSTM(config, w, path).gradients(x, y, state=state)
     assert list(grads) == list(w)
     eps = 1e-5
     for name, g in grads.items():
@@ -126,15 +141,16 @@ def test_every_gradient_against_central_differences():
             plus[name], minus[name] = w[name].copy(), w[name].copy()
             plus[name][idx] += eps
             minus[name][idx] -= eps
-            numeric = (CharLSTM(config, plus).evaluate(x, y, state=state)
-                       - CharLSTM(config, minus).evaluate(x, y, state=state)) / (2 * eps)
+            numeric = (CharLSTM(config, plus, path).evaluate(x, y, state=state)
+                       - CharLSTM(config, minus, path).evaluate(x, y, state=state)) / (2 * eps)
             rel = abs(numeric - g[idx]) / max(abs(numeric) + abs(g[idx]), 1e-4)
             assert rel < 1e-6, f"{name}{idx}: analytic {g[idx]}, numeric {numeric}"
 
 
-def test_gradients_and_evaluate_touch_neither_weights_nor_carried_state():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_gradients_and_evaluate_touch_neither_weights_nor_carried_state(path):
     config = small()
-    model = CharLSTM(config, init_weights(config))
+    model = CharLSTM(config, init_weights(config), path)
     x, y, state = batch()
     model.train_step(x, y)  # a carried state that is not zeros
     weights = model.get_weights()
@@ -154,10 +170,10 @@ def test_gradients_and_evaluate_touch_neither_weights_nor_carried_state():
 
 
 def test_kept_buffers_never_reach_what_the_caller_holds():
-    """The model reuses its big arrays from step to step (Buffers): logits, state and gradients
+    """The fast path reuses its big arrays from step to step (Buffers): logits, state and gradients
     handed out earlier must not change when later calls write those arrays again."""
     config = small()
-    model = CharLSTM(config, init_weights(config))
+    model = CharLSTM(config, init_weights(config), "fast")
     (x1, y1, s1), (x2, y2, s2) = batch(0), batch(1)
     logits, state = model.forward(x1, s1)
     grads = model.gradients(x1, y1, s1)
@@ -182,10 +198,11 @@ def test_kept_buffers_never_reach_what_the_caller_holds():
     assert model.layer_buffers[0].arrays["gates"] is again  # and kept from then on
 
 
-def test_train_step_carries_the_state_and_reset_zeros_it():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_train_step_carries_the_state_and_reset_zeros_it(path):
     config = small(learning_rate=0.05)
     w = init_weights(config)
-    model = CharLSTM(config, w)
+    model = CharLSTM(config, w, path)
     x1, y1, _ = batch(5)
     x2, y2, _ = batch(6)
     zeros = [(np.zeros((B, H)), np.zeros((B, H)))] * L
@@ -210,9 +227,10 @@ def test_train_step_carries_the_state_and_reset_zeros_it():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam"])
-def test_float32_stays_float32(optimizer):
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_float32_stays_float32(path, optimizer):
     config = small(dtype="float32", optimizer=optimizer, clip_norm=0.1)
-    model = CharLSTM(config, init_weights(config))
+    model = CharLSTM(config, init_weights(config), path)
     x, y, state = batch(dtype="float32")
     logits, new_state = model.forward(x, state=state)
     assert logits.dtype == np.float32
@@ -226,22 +244,41 @@ def test_float32_stays_float32(optimizer):
         assert m.dtype == model.optimizer.v[name].dtype == np.float32
     # float32 computes the same model as float64, to float32 precision
     config64 = small(optimizer=optimizer)
-    logits64, _ = CharLSTM(config64, init_weights(config64)).forward(x, state=[(h.astype(np.float64), c.astype(np.float64)) for h, c in state])
+    logits64, _ = CharLSTM(config64, init_weights(config64), path).forward(x, state=[(h.astype(np.float64), c.astype(np.float64)) for h, c in state])
     np.testing.assert_allclose(logits, logits64, rtol=0, atol=1e-5)
 
 
-def test_weights_that_do_not_fit_name_the_tensor():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_weights_that_do_not_fit_name_the_tensor(path):
     config = small()
     w = init_weights(config)
     with pytest.raises(CheckpointError, match=r"tensor 'lstm\.1\.W_h' in the weights has shape \(9, 32\)"):
-        CharLSTM(config, {**w, "lstm.1.W_h": np.zeros((9, 32))})
+        CharLSTM(config, {**w, "lstm.1.W_h": np.zeros((9, 32))}, path)
     with pytest.raises(CheckpointError, match=r"lack tensor 'head\.b'"):
-        CharLSTM(config, {k: v for k, v in w.items() if k != "head.b"})
+        CharLSTM(config, {k: v for k, v in w.items() if k != "head.b"}, path)
 
 
-def test_unknown_path_and_formula_are_refused():
+@pytest.mark.parametrize("path", NUMPY_PATHS)
+def test_unknown_path_and_formula_are_refused(path):
     config = small()
-    with pytest.raises(ConfigError, match=r"^numpy has no path 'layer'; choose one of cell\.$"):
-        CharLSTM(config, init_weights(config), path="layer")
+    with pytest.raises(ConfigError, match=rf"^numpy has no path 'layer'; choose one of {path}\.$"):
+        model_class("numpy", path)(config, init_weights(config), path="layer")
     with pytest.raises(ConfigError, match=r"unknown optimizer formula 'tf'; choose one of pytorch, keras"):
-        CharLSTM(config, init_weights(config), formula="tf")
+        CharLSTM(config, init_weights(config), path, formula="tf")
+
+
+@pytest.mark.parametrize("formula", ["pytorch", "keras"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_fast_matches_the_lesson_to_float64_rounding(optimizer, formula):
+    """numpy_impl/fast.py against numpy_impl/model.py on tests/equivalence.py's batch (random initial
+    state, clipping active at every step): logits, state, loss, every gradient, and the losses and
+    weights of ten optimizer steps, all within FAST_TOLERANCE."""
+    config = equivalence_config("float64", optimizer)
+    lesson = numpy_reference(config, formula, path="cell")
+    fast = numpy_reference(config, formula, path="fast")
+    assert sorted(fast) == sorted(lesson)
+    assert len(lesson["train_loss"]) == 10 and np.ptp(lesson["train_loss"]) > 1e-3  # the weights moved
+    assert any(k.startswith("grad/") for k in lesson) and any(k.startswith("weights/") for k in lesson)
+    for k, want in lesson.items():
+        assert fast[k].dtype == want.dtype == np.float64, k
+        np.testing.assert_allclose(fast[k], want, rtol=0, atol=FAST_TOLERANCE, err_msg=k)

@@ -1,5 +1,7 @@
-"""torch_impl against numpy_impl (formula="pytorch") and against an independent nn.LSTM oracle
-(tests/torch_oracle.py). The checks and tolerances are shared with test_keras.py: tests/equivalence.py.
+"""torch_impl, every path (PATHS["torch"]: nn.LSTM, the nn.Module cell, and the tuned "fast" if
+kept), against both numpy_impl paths (formula="pytorch": torch autograd against the hand-written
+backward) and against an independent nn.LSTM oracle (tests/torch_oracle.py). The checks and
+tolerances are shared with test_keras.py: tests/equivalence.py.
 """
 
 import subprocess
@@ -10,29 +12,31 @@ from conftest import ROOT
 from equivalence import (OPTIMIZERS, PATHS, check_float32, check_forward_float64, check_oracle,
                          check_training_float64, run_cases)
 
+TORCH_PATHS = PATHS["torch"]
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     return run_cases(tmp_path_factory.mktemp("torch"), "torch", formula="pytorch")
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", TORCH_PATHS)
 def test_forward_state_loss_and_gradients_match_numpy_float64(runs, path):
     check_forward_float64(runs, path)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", TORCH_PATHS)
 def test_training_with_clipping_matches_numpy_float64(runs, path, optimizer):
     check_training_float64(runs, path, optimizer)  # layer path: b = bias_ih + bias_hh
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", TORCH_PATHS)
 def test_float32_matches_numpy(runs, path):
     check_float32(runs, path)
 
 
-def test_oracle_agrees_with_both_paths_and_numpy(runs):
+def test_oracle_agrees_with_every_path_and_numpy(runs):
     check_oracle(runs, "torch")
 
 
@@ -42,11 +46,15 @@ def test_torch_impl_imports_no_keras_and_keeps_its_promises():
     script = """
 import sys, numpy as np, torch
 import torch_impl.model as tm
+from common.config import Config
+from common.frameworks import PATHS, make_model
+from common.weights import init_weights
+tiny = Config(vocab_size=3, hidden_size=2, num_layers=1, batch_size=1, seq_length=1)
+for path in PATHS["torch"]:  # every module of every path imported and built
+    make_model("torch", tiny, init_weights(tiny), path=path)
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
 assert not bad, f"torch_impl imported {bad[:5]}"
-from common.config import Config
 from common.errors import ConfigError
-from common.weights import init_weights
 config = Config(vocab_size=7, hidden_size=4, num_layers=2, batch_size=2, seq_length=3, dtype="float64")
 try:
     tm.CharLSTM(config, init_weights(config), path="rnn")
@@ -55,8 +63,8 @@ except ConfigError as e:
     assert "layer" in str(e) and "cell" in str(e), str(e)
 rng = np.random.default_rng(0)
 x, y = rng.integers(0, 7, (2, 3)), rng.integers(0, 7, (2, 3))
-for path in ("layer", "cell"):
-    model = tm.CharLSTM(config, init_weights(config), path=path)
+for path in PATHS["torch"]:
+    model = make_model("torch", config, init_weights(config), path=path)
     assert torch.get_default_dtype() == torch.float32, "the model changed torch's default dtype"
     model.train_step(x, y)
     carried = [(h.clone(), c.clone()) for h, c in model.state]
