@@ -17,15 +17,10 @@ PATHS = ("cell",)
 
 
 # --- helpers
-# numpy helpers: what torch and keras take from their libraries (sigmoid, one_hot, cross_entropy)
+# numpy helpers: what torch and keras take from their libraries (sigmoid, cross_entropy)
 
 def sigmoid(z):
     return 1 / (1 + np.exp(-z))
-
-
-def one_hot(x, V, dtype):
-    """Int ids (B, T) -> one-hot floats (B, T, V), the input of layer 0."""
-    return np.eye(V, dtype=dtype)[x]
 
 
 def cross_entropy(logits, y):
@@ -167,7 +162,7 @@ class CharLSTM:
         if state is None:
             state = self.zero_state(x.shape[0])
         state = [(np.asarray(h, self.dtype), np.asarray(c, self.dtype)) for h, c in state]
-        hs = one_hot(x, V, self.dtype)  # (B, T, V): the input of layer 0
+        hs = np.eye(V, dtype=self.dtype)[x]  # (B, T, V): the input of layer 0, one-hot
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]

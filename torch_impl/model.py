@@ -154,7 +154,7 @@ class CharLSTM:
         if state is None:
             state = self.zero_state(x.shape[0])
         state = [(torch.as_tensor(h, dtype=self.dtype), torch.as_tensor(c, dtype=self.dtype)) for h, c in state]
-        hs = F.one_hot(x, V).to(self.dtype)  # (B, T, V): the input of layer 0
+        hs = F.one_hot(x, V).to(self.dtype)  # (B, T, V): the input of layer 0, one-hot
         if self.path == "layer":  # nn.LSTM runs all L layers in one call, its state stacked (L, B, H)
             h, c = torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])
             hs, (h, c) = self.lstm(hs, (h, c))  # (B, T, H) from the last layer
