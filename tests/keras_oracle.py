@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("JAX_ENABLE_X64", "true")  # float64 on JAX
 import keras  # noqa: E402
+from keras.src.backend.common import dtypes  # noqa: E402
+
+# keras' type promotion turns float64 into float32 on every backend but TensorFlow (keras-team/keras
+# issues 23223, 23704): without this the oracle would compute a float64 model in float32 there
+dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,9 +50,10 @@ def oracle(config, data_seed=0):
 
     x, _, state, _ = probe_inputs(config, data_seed)
     results = model([np.eye(V, dtype=dtype)[x], *(s for hc in state for s in hc)])
-    out = {"logits": np.asarray(results[0])}
+    out = {"logits": keras.ops.convert_to_numpy(results[0])}
     for l in range(L):
-        out[f"state_h{l}"], out[f"state_c{l}"] = np.asarray(results[1 + 2 * l]), np.asarray(results[2 + 2 * l])
+        out[f"state_h{l}"], out[f"state_c{l}"] = (keras.ops.convert_to_numpy(results[1 + 2 * l]),
+                                              keras.ops.convert_to_numpy(results[2 + 2 * l]))
     return out
 
 
