@@ -65,7 +65,7 @@ def run_probe(framework, path, config, data_seed=0, train_steps=0):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--framework", required=True, help="numpy, torch or keras")
-    p.add_argument("--path", default=None, help="layer or cell (default: the framework's default)")
+    p.add_argument("--path", default=None, help="layer, cell or fast, as common.frameworks.PATHS has them (default: the framework's default)")
     p.add_argument("--config", default="{}", help="Config fields as JSON")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the random batch and state")
     p.add_argument("--train-steps", type=int, default=0, help="train_step calls to record")

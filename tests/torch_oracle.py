@@ -4,7 +4,7 @@ table alone, with none of torch_impl's code, run on the probe batch and state.
     python tests/torch_oracle.py --config '{"dtype": "float64"}' --out oracle.npz
 
 Saves logits (B, T, V) and state_h{l}/state_c{l}. tests/test_torch.py compares them with
-torch_impl (both paths) and numpy_impl: if torch_impl's mapping and the table disagree, or
+torch_impl (every path) and numpy_impl (both paths): if torch_impl's mapping and the table disagree, or
 numpy_impl's gate order does, one of the comparisons fails.
 """
 
