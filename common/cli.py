@@ -25,7 +25,8 @@ import numpy as np
 from common.batches import make_batches, split, training_steps
 from common.config import add_config_args, config_from_args
 from common.errors import CheckpointError, ConfigError, RosettaError
-from common.frameworks import FRAMEWORKS, THREAD_VARIABLES, check_framework, make_model
+from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, check_backend,
+                               check_framework, make_model, use_backend)
 
 VAL_BATCHES = 20  # validation loss: the mean over at most this many batches of the val text
 
@@ -60,6 +61,9 @@ def add_model_args(parser):
     parser.add_argument("--path", type=str, default=None,
                         help="layer (torch.nn.LSTM, keras.layers.LSTM) or cell (the gate equations written out; "
                              "numpy has only cell); default: cell for numpy, layer for torch and keras")
+    parser.add_argument("--backend", type=str, default=DEFAULT_KERAS_BACKEND,
+                        help=f"Keras 3 backend for --framework keras: {', '.join(KERAS_BACKENDS)} "
+                             f"(default {DEFAULT_KERAS_BACKEND})")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="CPU threads for the framework and BLAS (default: the framework's own choice)")
 
@@ -137,6 +141,8 @@ def limit_loaded_pools(threads):
 
 def build_model(args, config, weights):
     framework, path = check_framework(args.framework, args.path)
+    if framework == "keras":
+        use_backend(args.backend)  # KERAS_BACKEND, before keras is imported
     set_threads(args.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes would bury the progress lines
     model = make_model(framework, config, weights, path=path)  # the framework is imported here
@@ -193,6 +199,8 @@ def train(args):
     from common.weights import init_weights
 
     check_framework(args.framework, args.path)
+    if args.framework == "keras":
+        check_backend(args.backend)  # an unknown backend is refused before any slow work
     config_from_args(args)  # a bad --hidden-size etc. is refused before the corpus is read
     if args.save and os.path.isdir(args.save):
         raise CheckpointError(f"--save {args.save} is a folder; give a file name such as {os.path.join(args.save, 'model.safetensors')}.")
@@ -280,6 +288,8 @@ def sample_command(args):
     from common.sampling import check_sampling_args, sample
 
     check_framework(args.framework, args.path)
+    if args.framework == "keras":
+        check_backend(args.backend)  # an unknown backend is refused before any slow work
     ckpt = load_checkpoint(args.checkpoint)
     check_sampling_args(ckpt.vocab, args.length, args.temperature, args.top_k)  # before a slow framework import
     if args.prime is not None:

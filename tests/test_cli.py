@@ -301,3 +301,18 @@ def test_target_last_trains_on_windows_from_zeros(monkeypatch, corpus, tmp_path,
     text_out = capsys.readouterr().out
     assert text_out.startswith("TWO the quick brown fox") and len(text_out) == len("TWO the quick brown fox") + 20 + 1
     assert [c[1].shape for c in made[0].calls] == [(1, T)] * 20 and all(c[2] is None for c in made[0].calls)
+
+
+def test_keras_backend_unknown_is_one_sentence():
+    proc = rosetta("sample", "missing.safetensors", "--framework", "keras", "--backend", "theano")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["rosetta: error: unknown Keras backend 'theano'; choose one of tensorflow, jax, torch."], lines
+
+
+def test_keras_fast_on_jax_is_one_sentence(shared_data, tmp_path):
+    proc = rosetta("train", "--framework", "keras", "--backend", "jax", "--path", "fast", "--iters", "1",
+                   "--hidden-size", "8", "--batch-size", "2", "--seq-length", "4")
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("rosetta: error: the keras path 'fast' runs on the tensorflow backend only, not jax"), last
