@@ -236,6 +236,90 @@ def rounds_section(rounds):
 
 
 # ---------------------------------------------------------------------------------------------
+# The lesson against the tuned code, and Keras 3's backends
+
+def speeds(summary, rounds):
+    """{impl: (chars/s, ratio to REFERENCE, source)}: the rounds' medians where the rounds measured
+    an implementation (ratios taken within a round), else the main run's figure."""
+    out = {}
+    ok = summary[summary["status"] == "ok"]
+    ref = ok[ok["impl"] == REFERENCE]
+    ref_speed = float(ref["chars_per_s"].iloc[0]) if not ref.empty else None
+    for r in ok.to_dict("records"):
+        out[r["impl"]] = (r["chars_per_s"], r["chars_per_s"] / ref_speed if ref_speed else None, "main run")
+    if not rounds.empty:
+        for impl, group in rounds[rounds["status"] == "ok"].groupby("impl"):
+            ratios = group["ratio"].dropna()
+            out[impl] = (group["chars_per_s"].median(), ratios.median() if not ratios.empty else None,
+                         f"median of {len(group)} rounds")
+    return out
+
+
+def lesson_section(summary, rounds):
+    """Per framework, the lesson path (cell) against its tuned path (fast): what readability costs."""
+    got = speeds(summary, rounds)
+    rows = []
+    for framework in ("numpy", "torch", "keras"):
+        suffix = "@tensorflow" if framework == "keras" else ""
+        cell, fast = got.get(f"{framework}-cell{suffix}"), got.get(f"{framework}-fast{suffix}")
+        if not (cell and fast):
+            continue
+        same_source = cell[2] == fast[2]
+        rows.append({"framework": framework, "cell": fmt(cell[0]), "fast": fmt(fast[0]),
+                     "gain": fmt((fast[1] / cell[1]) if same_source and cell[1] and fast[1] else fast[0] / cell[0],
+                                 ".2f", "x"),
+                     "source": cell[2]})
+    if not rows:
+        return []
+    return ["## The lesson against the tuned code", "",
+            "Each framework's `model.py` is written to be read (`cell`: the gate equations plainly, rows "
+            "(B, H), one step at a time); its `fast.py` is the same model tuned for speed (`fast`: see "
+            "the README's performance section for each trick). Both compute the same numbers (the "
+            "equivalence tests hold both to the same tolerances); this is what readability costs.", "",
+            md_table(rows, [("framework", "framework"), ("cell", "lesson (cell) chars/s"),
+                            ("fast", "tuned (fast) chars/s"), ("gain", "fast / cell"), ("source", "from")]), ""]
+
+
+def backends_section(summary, rounds):
+    """The same keras_impl code on each Keras 3 backend, beside native PyTorch and numpy."""
+    if "backend" not in summary or not (summary["framework"] == "keras").any():
+        return []
+    got = speeds(summary, rounds)
+    rows = []
+    for r in summary.to_dict("records"):
+        if r["framework"] == "keras" or r["impl"] in (REFERENCE, "numpy-cell", "numpy-fast", "torch-cell"):
+            speed = got.get(r["impl"])
+            rows.append({"impl": f"`{r['impl']}`", "backend": r.get("backend") if isinstance(r.get("backend"), str)
+                         and r.get("backend") else "(native)",
+                         "chars": fmt(speed[0]) if speed else "–",
+                         "ratio": fmt(speed[1], ".2f", "x") if speed and speed[1] else "–",
+                         "first": fmt(r.get("time_to_first_step_s"), ".1f"), "rss": fmt(r.get("peak_rss_mb")),
+                         "status": r.get("status", "")})
+    lines = ["## Keras 3 backends", "",
+             "The same `keras_impl/model.py` (keras.ops, `compile` and `train_on_batch`) on TensorFlow, JAX "
+             "and PyTorch, beside native PyTorch and numpy; `keras-fast@tensorflow` is the TensorFlow-tuned "
+             "cell of `keras_impl/fast.py`. Throughput is the rounds' median where the rounds measured it.", "",
+             md_table(rows, [("impl", "implementation"), ("backend", "backend"), ("chars", "chars/s"),
+                             ("ratio", f"vs {REFERENCE}"), ("first", "first step s (tracing, compiling)"),
+                             ("rss", "peak RSS MB"), ("status", "status")]), ""]
+    keras = {k: v for k, v in got.items() if k.startswith("keras-") and "@" in k}
+    idiomatic = {k: v for k, v in keras.items() if not k.startswith("keras-fast")}
+    if idiomatic:
+        best = max(idiomatic, key=lambda k: idiomatic[k][0])
+        worst = min(idiomatic, key=lambda k: idiomatic[k][0])
+        lines.append(f"Fastest idiomatic Keras row: `{best}` ({fmt(idiomatic[best][0])} chars/s); slowest: "
+                     f"`{worst}` ({fmt(idiomatic[worst][0])} chars/s, {idiomatic[best][0] / idiomatic[worst][0]:.1f}x "
+                     f"slower).")
+        if "keras-fast@tensorflow" in keras and "keras-cell@tensorflow" in keras:
+            fast, cell = keras["keras-fast@tensorflow"][0], keras["keras-cell@tensorflow"][0]
+            lines.append(f" The tuned TensorFlow cell runs at {fast / cell:.2f}x the idiomatic cell on the same "
+                         f"backend, and {fast / idiomatic[best][0]:.2f}x the fastest idiomatic row: what the "
+                         f"idiomatic code costs.")
+        lines.append("")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # Memory: what the step adds to the idle process, against the analytic bound
 
 def allocator(env):
@@ -412,7 +496,16 @@ def write_report(out):
         "changes from one process to the next; this run's allocator: "
         + allocator(env) + ".")
     md += ["", image("throughput", "throughput per implementation")]
+    capped = summary[summary.get("capped_by_budget", pd.Series(dtype=str)).astype(str) == "yes"] \
+        if "capped_by_budget" in summary else summary.iloc[0:0]
+    if not capped.empty:
+        md.append("\nCapped by time (`--budget`, so that a slow row does not stretch the run): " + ", ".join(
+            f"`{r['impl']}` ran {int(r['timed_steps'])} of {int(r['iters'])} timed steps"
+            for r in capped.to_dict("records")) + "; their figures are medians of those steps, and their "
+            "loss curves end earlier.")
     md += rounds_section(rounds)
+    md += lesson_section(summary, rounds)
+    md += backends_section(summary, rounds)
 
     # Loss curves
     md += ["## Loss curves", "", image("loss", "loss curves of all implementations")]

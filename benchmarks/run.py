@@ -5,8 +5,9 @@
     python -m benchmarks.run --frameworks torch --paths layer --iters 50 --hidden-size 512
     python -m benchmarks.report results           # then REPORT.md from the CSVs
 
-An implementation is a framework and one of its paths (numpy-cell, torch-layer, torch-cell,
-keras-layer, keras-cell). Each runs in a fresh `python -m benchmarks.worker` process with the same
+An implementation is a framework and one of its paths (numpy-cell, numpy-fast, torch-layer,
+torch-cell, torch-fast, keras-layer, keras-cell, keras-fast), and for Keras one of its backends
+(keras-layer@jax: the same keras_impl code on JAX; "fast" is TensorFlow's only). Each runs in a fresh `python -m benchmarks.worker` process with the same
 thread count, the same batches (common.corpus + common.batches) and the same initial weights
 (common.weights.init_weights from the config seed); run.py relays its progress and collects its
 JSON. One implementation failing (a missing package, a crash, a non-finite loss, a timeout) is
@@ -46,26 +47,29 @@ from benchmarks.worker import MALLOC_CHOICES, malloc_env, thread_env
 from common.batches import Batches, split
 from common.config import Config, add_config_args
 from common.errors import ConfigError, RosettaError
-from common.frameworks import FRAMEWORKS, PATHS, check_framework
+from common.frameworks import DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, PATHS, check_backend, check_framework
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Defaults of the reference run and of --quick; a flag given on the command line wins over both.
-DEFAULTS = {  # reference run: ~10-15 min on 2 idle cores (~20k chars/s each at H=256); --quick: ~1 min
-    "iters": (1000, 50), "warmup": (5, 3), "hidden_size": (256, 128), "num_layers": (2, 2),
-    "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (100, 25),
-    "sweep_hidden": ("64,128,256,512,1024", "64,256"), "sweep_iters": (10, 5),
-    "gemm_size": (2048, 1024), "rounds": (5, 2), "round_iters": (30, 10),
+DEFAULTS = {  # reference run: ~15 min on 2 idle cores for its 12 rows; --quick: ~2 min
+    "iters": (1000, 40), "warmup": (5, 3), "hidden_size": (256, 128), "num_layers": (2, 2),
+    "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (100, 20),
+    "sweep_hidden": ("64,128,256,512", ""), "sweep_iters": (10, 5),
+    "gemm_size": (2048, 1024), "rounds": (3, 1), "round_iters": (20, 8),
+    # seconds of timed steps after which a row stops (at least 3 steps): a slow row is capped by
+    # time, so that the run's length does not grow with its slowest row; the report says which
+    "budget": (30.0, 4.0), "round_budget": (5.0, 2.0), "sweep_budget": (4.0, 2.0),
     # char-rnn's rate, lower than the command line's 1e-2: Keras' Adam puts epsilon outside the bias
     # correction, and at 1e-2 that alone moves its loss 2e-3 from the others within 8 steps (1e-4 here)
     "learning_rate": (2e-3, 2e-3),
 }
 SUMMARY_COLUMNS = [
-    "impl", "framework", "path", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
+    "impl", "framework", "path", "backend", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
     "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb",
     "peak_rss_mb", "page_faults_per_step", "system_ms_per_step", "flops_per_char", "peak_fraction", "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
     "num_layers", "batch_size", "seq_length", "dtype", "optimizer", "learning_rate", "clip_norm",
-    "threads", "iters", "warmup"]
+    "threads", "iters", "warmup", "timed_steps", "capped_by_budget"]
 STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_time_s", "val_loss"]
 SWEEP_COLUMNS = ["impl", "framework", "path", "hidden_size", "chars_per_s", "step_ms_median",
                  "timed_steps", "status"]
@@ -131,9 +135,12 @@ def build_parser():
     q = lambda name: f"(default {DEFAULTS[name][0]}; with --quick {DEFAULTS[name][1]})"  # noqa: E731
     p.add_argument("--frameworks", type=names, default="numpy,torch,keras",
                    help=f"comma-separated frameworks, of {', '.join(FRAMEWORKS)} (default %(default)s)")
-    p.add_argument("--paths", type=names, default="layer,cell",
-                   help="comma-separated paths: layer (the library's LSTM), cell (gates written out); "
-                        "numpy has only cell (default %(default)s)")
+    p.add_argument("--paths", type=names, default="layer,cell,fast",
+                   help="comma-separated paths: layer (the library's LSTM), cell (gates written out, the "
+                        "lesson), fast (each framework's tuned fast.py); numpy has no layer (default %(default)s)")
+    p.add_argument("--keras-backends", type=names, default=",".join(KERAS_BACKENDS),
+                   help="comma-separated Keras 3 backends, a row each per path: "
+                        f"{', '.join(KERAS_BACKENDS)}; fast runs on tensorflow only (default %(default)s)")
     p.add_argument("--iters", type=whole(1), default=None, help=f"timed training steps {q('iters')}")
     p.add_argument("--warmup", type=whole(0), default=None,
                    help=f"steps after the first one, left out of the timing {q('warmup')}")
@@ -159,8 +166,13 @@ def build_parser():
                    help=f"hidden sizes of the throughput-only sweep; empty = no sweep {q('sweep_hidden')}")
     p.add_argument("--sweep-iters", type=whole(1), default=None,
                    help=f"at most this many timed steps per sweep size {q('sweep_iters')}")
-    p.add_argument("--sweep-budget", type=positive_float, default=10.0,
-                   help="seconds of timed steps per sweep size after which it stops (at least 3 steps) (default %(default)s)")
+    p.add_argument("--sweep-budget", type=positive_float, default=None,
+                   help=f"seconds of timed steps per sweep size after which it stops (at least 3 steps) {q('sweep_budget')}")
+    p.add_argument("--budget", type=positive_float, default=None,
+                   help=f"seconds of timed steps per implementation after which its main run stops "
+                        f"(at least 3 steps; the report names each row it capped) {q('budget')}")
+    p.add_argument("--round-budget", type=positive_float, default=None,
+                   help=f"the same cap for each implementation's run in a round {q('round_budget')}")
     p.add_argument("--rounds", type=whole(0), default=None,
                    help=f"interleaved throughput rounds after the main runs; 0 = none {q('rounds')}")
     p.add_argument("--round-iters", type=whole(1), default=None,
@@ -183,7 +195,7 @@ def make_plan(args):
         if getattr(args, name) is None:
             value = values[preset]
             setattr(args, name, sizes(value) if name == "sweep_hidden" else value)
-    impls = implementations(args.frameworks, args.paths)
+    impls = implementations(args.frameworks, args.paths, args.keras_backends)
     from common.corpus import load_corpus
     corpus = load_corpus(args.corpus)
     fields = {f: getattr(args, f) for f in ("hidden_size", "num_layers", "batch_size", "seq_length",
@@ -198,8 +210,14 @@ def make_plan(args):
             "train_chars": len(train), "val_chars": len(val)}
 
 
-def implementations(frameworks, paths):
-    """[(impl, framework, path)]: every framework with each of its paths that was asked for."""
+def backend_of(impl):
+    """The Keras backend named in an implementation's tag ("keras-cell@jax" -> "jax"), or None."""
+    return impl.split(" ")[0].partition("@")[2] or None
+
+
+def implementations(frameworks, paths, keras_backends=(DEFAULT_KERAS_BACKEND,)):
+    """[(impl, framework, path)]: every framework with each of its paths that was asked for, and Keras
+    once per backend (impl "keras-<path>@<backend>"); "fast" is Keras on TensorFlow only."""
     if not frameworks:
         raise ConfigError(f"--frameworks is empty; give one or more of {', '.join(FRAMEWORKS)}.")
     known = sorted({p for ps in PATHS.values() for p in ps})
@@ -209,11 +227,19 @@ def implementations(frameworks, paths):
     impls = []
     for framework in frameworks:
         check_framework(framework)
-        impls += [(f"{framework}-{p}", framework, p) for p in PATHS[framework] if p in paths]
+        if framework != "keras":
+            impls += [(f"{framework}-{p}", framework, p) for p in PATHS[framework] if p in paths]
+            continue
+        if not keras_backends:
+            raise ConfigError(f"--keras-backends is empty; give one or more of {', '.join(KERAS_BACKENDS)}.")
+        for backend in keras_backends:
+            check_backend(backend)
+            impls += [(f"keras-{p}@{backend}", framework, p) for p in PATHS[framework]
+                      if p in paths and (p != "fast" or backend == "tensorflow")]
     if not impls:
         raise ConfigError(
             f"no implementation has the path(s) {', '.join(paths)} in framework(s) {', '.join(frameworks)}; "
-            f"numpy has only cell, torch and keras have layer and cell.")
+            f"numpy has cell and fast, torch and keras layer, cell and fast.")
     return impls
 
 
@@ -227,7 +253,8 @@ def run_worker(spec, workdir, threads, timeout, malloc="steady"):
     out = workdir / f"{spec['mode']}-{name}.json"
     out.unlink(missing_ok=True)
     spec = {**spec, "threads": threads, "out": str(out)}
-    env = {**os.environ, **thread_env(threads), **malloc_env(malloc), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **thread_env(threads, backend_of(name) or spec.get("backend")), **malloc_env(malloc),
+           "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--spec", json.dumps(spec)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -280,7 +307,8 @@ def smoothed_final(losses):
 
 def summary_row(impl, framework, path, result, plan, peak_gflops):
     config, args = plan["config"], plan["args"]
-    row = {"impl": impl, "framework": framework, "path": path, "status": result.get("status", "failed"),
+    row = {"impl": impl, "framework": framework, "path": path, "backend": backend_of(impl) or "",
+           "status": result.get("status", "failed"),
            "device": result.get("device", ""), "threads": args.threads, "iters": args.iters,
            "warmup": args.warmup, **{k: v for k, v in config.to_dict().items() if k != "seed"}}
     row["flops_per_char"] = flops.flops_per_char(config.vocab_size, config.hidden_size, config.num_layers)
@@ -304,6 +332,7 @@ def summary_row(impl, framework, path, result, plan, peak_gflops):
                          f"final smoothed {row['final_loss']:.4f})")
         return row
     times = np.array([s["step_time_s"] for s in result["steps"] if s["phase"] == "timed"])
+    row["timed_steps"], row["capped_by_budget"] = len(times), "yes" if len(times) < args.iters else "no"
     median, p10, p90 = np.percentile(times, [50, 10, 90])
     chars = config.batch_size * config.seq_length
     row.update(chars_per_s=chars / median, step_ms_median=1e3 * median, step_ms_p10=1e3 * p10,
@@ -375,7 +404,7 @@ def write_samples(path, samples):
 
 def package_versions():
     out = {}
-    for name in ("numpy", "torch", "tensorflow", "tensorflow-cpu", "keras", "pandas", "matplotlib",
+    for name in ("numpy", "torch", "tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib", "pandas", "matplotlib",
                  "threadpoolctl", "safetensors"):
         try:
             out[name] = importlib.metadata.version(name)
@@ -493,7 +522,7 @@ def run_all(plan, out, work):
         say(f"[{n}/{len(impls)}] {impl}")
         spec = {**base, "mode": "train", "impl": impl, "framework": framework, "path": path,
                 "iters": args.iters, "warmup": args.warmup, "val_every": args.val_every,
-                "val_batches": args.val_batches, "sample_length": args.sample_length}
+                "val_batches": args.val_batches, "sample_length": args.sample_length, "budget_s": args.budget}
         if args.sweep_hidden:  # run by the same worker after the main run: no second start-up
             spec["sweep"] = {"hidden_sizes": args.sweep_hidden, "iters": args.sweep_iters, "warmup": 1,
                              "budget_s": args.sweep_budget}
@@ -526,7 +555,8 @@ def run_rounds(plan, impls, base, out, work):
         got = {}
         for impl, framework, path in impls:
             spec = {**base, "mode": "train", "impl": f"{impl} round {rnd}", "framework": framework, "path": path,
-                    "iters": args.round_iters, "warmup": args.warmup, "val_every": 0, "sample_length": 0}
+                    "iters": args.round_iters, "warmup": args.warmup, "val_every": 0, "sample_length": 0,
+                    "budget_s": args.round_budget}
             got[impl] = run_worker(spec, work, args.threads, args.timeout, args.malloc)
         rows = round_rows(rnd, got, config)
         print("  " + ", ".join(f"{r['impl']} {r['ratio']:.2f}x" for r in rows if r["ratio"]), file=sys.stderr, flush=True)

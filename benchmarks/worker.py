@@ -58,10 +58,14 @@ def malloc_env(malloc):
     return dict(STEADY_MALLOC) if malloc == "steady" else {}
 
 
-def thread_env(threads):
-    """Environment variables that fix every thread pool to `threads` (read at library import)."""
+def thread_env(threads, keras_backend=None):
+    """Environment variables that fix every thread pool to `threads` (read at library import), and
+    Keras' backend (tensorflow unless named)."""
     env = {name: str(threads) for name in THREAD_VARIABLES}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")  # quiet TF; Keras on TF
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=keras_backend or "tensorflow")  # quiet TF
+    if (keras_backend or "tensorflow") == "jax":  # XLA's CPU client: its thread pools to `threads`
+        env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                            f"{'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}").strip()
     return env
 
 
@@ -85,13 +89,23 @@ def setup_torch(threads):
 
 
 def setup_keras(threads):
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    """Keras on the backend KERAS_BACKEND names (run.py sets it per row): that backend's threads."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "tensorflow":
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        version, gpu = f"tensorflow {tf.__version__}", bool(tf.config.list_physical_devices("GPU"))
+    elif backend == "jax":  # threads: XLA_FLAGS from thread_env, read when jax starts
+        import jax
+        version, gpu = f"jax {jax.__version__}", jax.default_backend() != "cpu"
+    else:
+        import torch
+        torch.set_num_threads(threads)
+        version, gpu = f"torch {torch.__version__}", torch.cuda.is_available()
     import keras
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"version": f"tensorflow {tf.__version__}, keras {keras.__version__}",
-            "device": "gpu" if gpus else "cpu", "threads": threads}
+    return {"version": f"keras {keras.__version__} on {version}", "device": "gpu" if gpu else "cpu",
+            "threads": threads}
 
 
 SETUP = {"numpy": setup_numpy, "torch": setup_torch, "keras": setup_keras}
@@ -251,7 +265,7 @@ def run_train(spec, result):
     t0 = time.perf_counter()  # time to first step: import, build, first train_step (tracing)
     info = setup(framework, spec["threads"])
     kwargs = apply_variant(spec, framework, path, result)
-    model = model_class(framework)(config, weights, path=path, **kwargs) if kwargs else \
+    model = model_class(framework, path)(config, weights, path=path, **kwargs) if kwargs else \
         make_model(framework, config, weights, path=path)
     result["framework_version"] = info["version"]
     result["device"] = device_used(framework, model, info)

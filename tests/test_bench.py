@@ -1,8 +1,9 @@
 """The benchmark harness end to end on a tiny configuration, and its refusal of bad flags.
 
-One run of all five implementations (numpy-cell, torch-layer, torch-cell, keras-layer,
-keras-cell) at H=16 on a small corpus the test writes, then the report. Each implementation runs
-in its own worker process, so TensorFlow and PyTorch never enter the pytest process.
+One run of every implementation (each framework's paths, Keras once per backend: numpy-cell,
+numpy-fast, torch-layer, ..., keras-cell@jax, keras-layer@torch) at H=16 on a small corpus the test
+writes, then the report. Each implementation runs in its own worker process, so TensorFlow, JAX and
+PyTorch never enter the pytest process.
 """
 
 import csv
@@ -18,7 +19,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLS = ["numpy-cell", "torch-layer", "torch-cell", "keras-layer", "keras-cell"]
+from common.frameworks import KERAS_BACKENDS, PATHS  # noqa: E402  (imports no framework)
+
+IMPLS = ([f"{f}-{p}" for f in ("numpy", "torch") for p in PATHS[f]]
+         + [f"keras-{p}@{b}" for b in KERAS_BACKENDS for p in PATHS["keras"] if p != "fast" or b == "tensorflow"])
 H, L, B, T, ITERS, WARMUP = 16, 2, 4, 16, 6, 1
 SUMMARY_COLUMNS = {"impl", "framework", "path", "chars_per_s", "step_ms_median", "step_ms_p10",
                    "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "peak_rss_mb", "flops_per_char",
@@ -53,7 +57,7 @@ def run_dir(tmp_path_factory):
     proc = bench("--frameworks", "numpy,torch,keras", "--iters", ITERS, "--warmup", WARMUP,
                  "--hidden-size", H, "--num-layers", L, "--batch-size", B, "--seq-length", T,
                  "--val-every", 3, "--val-batches", 2, "--sweep-hidden", "8", "--sweep-iters", 2,
-                 "--gemm-size", 128, "--sample-length", 40, "--rounds", 2, "--round-iters", 2,
+                 "--gemm-size", 128, "--sample-length", 40, "--rounds", 1, "--round-iters", 2,
                  "--corpus", corpus, "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = subprocess.run([sys.executable, "-m", "benchmarks.report", str(out)], cwd=ROOT,
@@ -69,7 +73,7 @@ def test_every_implementation_ran_and_said_so(run_dir):
     assert SUMMARY_COLUMNS <= set(summary[0])
     for r in summary:
         assert r["status"] == "ok", (r["impl"], r["status"])
-        assert r["impl"] == f"{r['framework']}-{r['path']}"
+        assert r["impl"] == f"{r['framework']}-{r['path']}" + (f"@{r['backend']}" if r["backend"] else "")
         assert int(r["hidden_size"]) == H
         assert float(r["time_to_first_step_s"]) > 0 and float(r["peak_rss_mb"]) > 10
         assert 10 < float(r["idle_rss_mb"]) <= float(r["peak_rss_mb"])  # read before the first step
@@ -141,8 +145,8 @@ def test_sweep_gemm_environment_and_samples(run_dir):
 def test_rounds_take_each_ratio_within_its_round(run_dir):
     out, _ = run_dir
     rows = read_csv(out / "rounds.csv")
-    assert [(r["round"], r["impl"]) for r in rows] == [(str(k), impl) for k in (1, 2) for impl in IMPLS]
-    for k in ("1", "2"):
+    assert [(r["round"], r["impl"]) for r in rows] == [(str(k), impl) for k in (1,) for impl in IMPLS]
+    for k in ("1",):
         this = {r["impl"]: r for r in rows if r["round"] == k}
         reference = float(this["torch-layer"]["chars_per_s"])
         for impl, r in this.items():
@@ -219,7 +223,7 @@ def test_a_failing_implementation_is_recorded_and_the_others_run(tmp_path):
     (["--warmup", "two"], "--warmup"),
     (["--frameworks", "jax"], "unknown framework 'jax'"),
     (["--paths", "stacked"], "unknown path 'stacked'"),
-    (["--frameworks", "numpy", "--paths", "layer"], "numpy has only cell"),
+    (["--frameworks", "numpy", "--paths", "layer"], "numpy has cell and fast"),
     (["--dtype", "float16"], "--dtype"),
     (["--malloc", "sometimes"], "--malloc"),
     (["--learning-rate", "-1"], "--learning-rate"),
@@ -235,3 +239,43 @@ def test_bad_flags_are_refused_in_one_line(args, words, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "error" in lines[0] and words in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_report_compares_keras_backends_and_the_lesson_with_the_tuned_code(run_dir):
+    out, _ = run_dir
+    report = (out / "REPORT.md").read_text(encoding="utf-8")
+    summary = {r["impl"]: r for r in read_csv(out / "summary.csv")}
+    assert {summary[i]["backend"] for i in IMPLS if i.startswith("keras-")} == set(KERAS_BACKENDS)
+    backends = report.split("## Keras 3 backends")[1].split("\n## ")[0]
+    for impl in IMPLS:
+        if impl.startswith("keras-"):
+            backend = impl.split("@")[1]
+            assert re.search(rf"\| `{re.escape(impl)}` \| {backend} \|", backends), impl
+    assert "| `torch-layer` | (native) |" in backends and "what the idiomatic code costs" in backends
+    lesson = report.split("## The lesson against the tuned code")[1].split("\n## ")[0]
+    for framework in ("numpy", "keras"):
+        assert re.search(rf"^\| {framework} \| [\d,]+ \| [\d,]+ \| [\d.]+x \|", lesson, re.M), framework
+
+
+def test_a_slow_row_is_capped_by_time_and_the_report_says_so(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "out"
+    proc = bench("--frameworks", "numpy", "--paths", "cell", "--iters", 100000, "--warmup", 0, "--budget", 0.5,
+                 "--hidden-size", 8, "--num-layers", 1, "--batch-size", 2, "--seq-length", 4, "--val-every", 0,
+                 "--sweep-hidden", "", "--rounds", 0, "--gemm-size", 64, "--sample-length", 0,
+                 "--corpus", corpus, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = read_csv(out / "summary.csv")[0]
+    assert row["capped_by_budget"] == "yes" and 3 <= int(row["timed_steps"]) < 100000
+    report = subprocess.run([sys.executable, "-m", "benchmarks.report", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (out / "REPORT.md").read_text(encoding="utf-8")
+    assert f"`numpy-cell` ran {row['timed_steps']} of 100000 timed steps" in text
+
+
+def test_an_unknown_keras_backend_is_one_sentence(tmp_path):
+    proc = bench("--frameworks", "keras", "--keras-backends", "theano", "--out", tmp_path / "x")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "python -m benchmarks.run: error: unknown Keras backend 'theano'; choose one of tensorflow, jax, torch.")
