@@ -62,7 +62,6 @@ def over_time(a, out=None):
     return out
 
 
-
 # speed helpers: what each buys (torch and keras leave this to their kernels)
 
 class Buffers:
@@ -168,8 +167,8 @@ def lstm_backward(dhs, cache, W_h, gate_consts, keep=None):
     dhs: (T, H, B) gradient of the loss reaching each h_t from above (the head or the next layer)
     keep: Buffers for dz and the gate derivatives (new arrays if None).
     Returns dz (T, 4H, B), the gradient at the pre-activations of every step; the weight
-    gradients are then one product each over all steps (over_time). The loss does not see the final state,
-    so dh_next and dc_next start at zero; the initial state is a constant (truncated BPTT).
+    gradients are then one product each over all steps (over_time). The loss does not see the
+    final state, so dh_next and dc_next start at zero; the initial state is a constant (truncated BPTT).
     """
     _, cs, gates, tanh_cs = cache
     T, H, B = dhs.shape
