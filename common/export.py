@@ -1,0 +1,107 @@
+"""`rosetta export`: a checkpoint as a file that plain Keras, PyTorch or onnxruntime code loads.
+
+    export("m.safetensors", "keras", "m.keras")    # keras.saving.load_model("m.keras")
+    export("m.safetensors", "torch", "m.pt2")      # torch.export.load("m.pt2").module()
+    export("m.safetensors", "onnx",  "m.onnx")     # onnxruntime.InferenceSession("m.onnx")
+
+Every export is the same function in float32 (whatever the checkpoint's dtype):
+
+    inputs   ids (B, T) int64, h (L, B, H) float32, c (L, B, H) float32   (zeros: a fresh start)
+    outputs  logits (B, T, V) float32, h and c (L, B, H) after the last position
+
+so feeding the returned h, c back with the next character samples one character at a time.
+The vocabulary and sizes travel inside the file as the JSON text "rosetta.json" (METADATA below):
+an entry of the .keras zip, an extra file of the .pt2, a metadata_props entry of the .onnx.
+
+Everything a user can get wrong (a missing checkpoint, an unknown --to, an output suffix that
+does not match, an existing output without force, a missing package) is refused in one sentence
+before any file is touched; the export is written to a temporary file beside the output and
+renamed over it only when complete. This module imports no framework: torch_impl/export.py and
+keras_impl/export.py build the models, by module name.
+"""
+
+import importlib
+import importlib.util
+import json
+import os
+import secrets
+from pathlib import Path
+
+from common.errors import ConfigError
+
+SUFFIXES = {"keras": ".keras", "torch": ".pt2", "onnx": ".onnx"}
+# Importable modules each target needs to be written (onnx: torch's exporter and the onnx packages)
+NEEDS = {"keras": ("keras",), "torch": ("torch",), "onnx": ("torch", "onnx", "onnxscript")}
+METADATA = "rosetta.json"
+FORMAT = "lstm-rosetta-export/1"
+
+
+def check_export(checkpoint, to, output, force=False):
+    """Refuse, with a RosettaError of one sentence, an export that cannot or should not be written."""
+    from common.checkpoint import load_checkpoint
+
+    if to not in SUFFIXES:
+        raise ConfigError(f"unknown export format {to!r}; choose one of {', '.join(SUFFIXES)} (--to).")
+    output = Path(output)
+    if output.suffix != SUFFIXES[to]:
+        raise ConfigError(f"an export --to {to} is a {SUFFIXES[to]} file, but the output is {output}; "
+                          f"name it like {output.with_suffix(SUFFIXES[to]).name}.")
+    if output.is_dir():
+        raise ConfigError(f"the output {output} is a folder; give a file name such as {output / ('model' + SUFFIXES[to])}.")
+    if output.exists() and not force:
+        raise ConfigError(f"{output} already exists; pass --force to replace it, or choose another name.")
+    if not output.parent.is_dir():
+        raise ConfigError(f"the folder {output.parent} does not exist; create it first or choose another output.")
+    missing = [name for name in NEEDS[to] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"an export --to {to} needs {' and '.join(missing)}, which cannot be imported; "
+                          f"install it with pip install -r requirements.txt.")
+    ckpt = load_checkpoint(checkpoint)  # CheckpointError: missing, unreadable or not fitting
+    if ckpt.config.recurrent_activation != "sigmoid":
+        raise ConfigError(f"{checkpoint} uses the {ckpt.config.recurrent_activation} gate activation, which "
+                          f"nn.LSTM and the exports do not have; export a model trained with sigmoid gates.")
+    return ckpt
+
+
+def metadata_json(ckpt):
+    """The JSON text stored as rosetta.json in every export: what a user needs to feed and read it."""
+    c = ckpt.config
+    return json.dumps({
+        "format": FORMAT, "vocab": ckpt.vocab.chars, "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size, "num_layers": c.num_layers, "target": c.target,
+        "seq_length": c.seq_length, "trained_by": ckpt.framework,
+        "inputs": {"ids": "int64 (batch, time): indices into vocab",
+                   "h": "float32 (num_layers, batch, hidden_size), zeros to start",
+                   "c": "float32 (num_layers, batch, hidden_size), zeros to start"},
+        "outputs": {"logits": "float32 (batch, time, vocab_size)",
+                    "h": "float32 (num_layers, batch, hidden_size)", "c": "the same as h"},
+    }, ensure_ascii=False)
+
+
+def write(ckpt, to, tmp):
+    """Build the export from the checkpoint's weights with the framework's own layers and write `tmp`."""
+    meta = metadata_json(ckpt)
+    if to == "keras":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        module = importlib.import_module("keras_impl.export")
+        module.save_keras(module.build_model(ckpt.weights, ckpt.config), str(tmp), meta)
+    else:
+        module = importlib.import_module("torch_impl.export")
+        save = module.save_pt2 if to == "torch" else module.save_onnx
+        save(module.build_module(ckpt.weights, ckpt.config), str(tmp), meta)
+
+
+def export(checkpoint, to, output, force=False):
+    """Write the checkpoint as a `to` file at `output`, atomically; returns the output Path."""
+    ckpt = check_export(checkpoint, to, output, force)
+    output = Path(output)
+    tmp = output.with_name(f".{output.stem}.{secrets.token_hex(4)}.tmp{output.suffix}")  # keras wants the suffix
+    try:
+        write(ckpt, to, tmp)
+        os.replace(tmp, output)
+    except OSError as e:
+        raise ConfigError(f"cannot write {output} ({e.strerror or e}); choose a writable path.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)  # an ONNX exporter's external weights, if any
+    return output
