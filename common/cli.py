@@ -72,7 +72,7 @@ def build_parser(preset_defaults=None):
     """The parser; preset_defaults (common.presets) become the defaults of `rosetta train`."""
     parser = argparse.ArgumentParser(
         prog="rosetta", description="Train and sample a character-level LSTM in numpy, torch or keras.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info,export}")
 
     train = commands.add_parser("train", help="train a model on a corpus and save checkpoints",
                                 description="Train a character-level LSTM; the checkpoint is written at every "
@@ -114,6 +114,16 @@ def build_parser(preset_defaults=None):
     sample.add_argument("--prime", type=str, default=None, metavar="TEXT",
                         help="text to start from (default: a newline, or the first character of the vocabulary)")
     sample.add_argument("--seed", type=count, default=None, metavar="S", help="random seed (default: the checkpoint's config.seed)")
+
+    export = commands.add_parser("export", help="write a checkpoint as a .keras, .pt2 or .onnx file",
+                                 description="Write a checkpoint as a file that plain Keras (keras.saving.load_model), "
+                                             "PyTorch (torch.export.load) or onnxruntime code loads without this "
+                                             "project (README: Exports).")
+    export.add_argument("checkpoint", type=str, help="a .safetensors checkpoint written by rosetta train")
+    export.add_argument("--to", type=str, required=True, metavar="FORMAT",
+                        help="keras (.keras), torch (.pt2, torch.export) or onnx (.onnx)")
+    export.add_argument("output", type=str, help="the file to write; its suffix must match --to")
+    export.add_argument("--force", action="store_true", default=False, help="replace the output if it exists")
 
     info = commands.add_parser("info", help="show what a checkpoint holds",
                                description="Print the framework, config, vocabulary and tensors of a checkpoint.")
@@ -285,7 +295,7 @@ def train(args):
 
 def sample_command(args):
     from common.checkpoint import load_checkpoint
-    from common.sampling import check_sampling_args, sample
+    from common.sampling import check_sampling_args, stream
 
     check_framework(args.framework, args.path)
     if args.framework == "keras":
@@ -297,7 +307,22 @@ def sample_command(args):
     model, _, _ = build_model(args, ckpt.config, ckpt.weights)
     seed = ckpt.config.seed if args.seed is None else args.seed
     window = ckpt.config.seq_length if ckpt.config.target == "last" else None  # a many-to-one model reads windows
-    print(sample(model, ckpt.vocab, args.length, args.temperature, args.top_k, args.prime, seed, window), flush=True)
+    try:  # each character is printed as it is drawn, so a long sample starts at once
+        for text in stream(model, ckpt.vocab, args.length, args.temperature, args.top_k, args.prime, seed, window):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except KeyboardInterrupt:  # Ctrl-C ends the text where it stands
+        print(flush=True)
+        return 130
+    print(flush=True)
+    return 0
+
+
+def export_command(args):
+    from common.export import export
+
+    output = export(args.checkpoint, args.to, args.output, force=args.force)
+    print(f"wrote {output} (--to {args.to}); README: Exports shows how to load and sample it", flush=True)
     return 0
 
 
@@ -318,7 +343,7 @@ def info_command(args):
     return 0
 
 
-COMMANDS = {"train": train, "sample": sample_command, "info": info_command}
+COMMANDS = {"train": train, "sample": sample_command, "info": info_command, "export": export_command}
 
 
 def main(argv=None):

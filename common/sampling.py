@@ -19,6 +19,10 @@ window sliding one character on (a prime shorter than T is read whole until the 
 The returned text is the prime followed by `length` generated characters, so it reads as the
 model continued it (and `len(text) == len(prime) + length`). Only `forward` is used, so this
 works for numpy, torch and keras models alike; the draw itself is numpy in float64.
+
+`stream(...)` takes the same arguments and yields the characters one by one as they are drawn
+(the prime first), so a caller can print 100,000,000 of them without waiting for the end;
+`sample` is "".join(stream(...)).
 """
 
 import numbers
@@ -70,6 +74,15 @@ def sample(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=N
     window: None carries the state; a number T reads the last T characters from a zero state
     for every new character (config.seq_length of a model trained with target "last").
     """
+    return "".join(stream(model, vocab, length, temperature, top_k, prime, seed, window))
+
+
+def stream(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=None, window=None):
+    """The same text as `sample`, yielded as it is made: the prime, then one character per draw.
+
+    The arguments are checked when this is called (not at the first next()), so a bad one is
+    refused before anything is printed.
+    """
     check_sampling_args(vocab, length, temperature, top_k)
     prime = default_prime(vocab) if prime is None else prime
     if not prime:
@@ -78,26 +91,34 @@ def sample(model, vocab, length, temperature=1.0, top_k=None, prime=None, seed=N
     if window is not None and (isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1):
         raise ConfigError(f"the sampling window must be a whole number of characters, 1 or more, got {window!r}.")
     rng = np.random.default_rng(seed)
-    if window is not None:
-        return prime + vocab.decode(sample_windows(model, ids, length, temperature, top_k, rng, window))
+    draws = (sample_windows(model, ids, length, temperature, top_k, rng, window) if window is not None
+             else sample_carried(model, ids, length, temperature, top_k, rng))
+    return _chars(prime, draws, vocab)
 
+
+def _chars(prime, draws, vocab):
+    yield prime
+    for i in draws:
+        yield vocab.decode([i])
+
+
+def sample_carried(model, ids, length, temperature, top_k, rng):
+    """`length` ids drawn one at a time (a generator), the state carried from the prime on."""
     logits, state = model.forward(ids[None, :], state=None)  # (1, P, V): the prime, once
-    out = []
     for k in range(length):
         p = probabilities(np.asarray(logits)[0, -1], temperature, top_k)  # (V,)
-        out.append(int(rng.choice(len(p), p=p)))
+        i = int(rng.choice(len(p), p=p))
+        yield i
         if k + 1 < length:  # the last character needs no forward: nothing is drawn after it
-            logits, state = model.forward(np.array([[out[-1]]], dtype=np.int64), state=state)  # (1, 1, V)
-    return prime + vocab.decode(out)
+            logits, state = model.forward(np.array([[i]], dtype=np.int64), state=state)  # (1, 1, V)
 
 
 def sample_windows(model, ids, length, temperature, top_k, rng, window):
-    """`length` ids drawn one at a time, each from forward(the last `window` ids, zeros)."""
-    text, out = list(ids), []
+    """`length` ids drawn one at a time (a generator), each from forward(the last `window` ids, zeros)."""
+    text = list(ids)
     for _ in range(length):
         x = np.array([text[-window:]], dtype=np.int64)  # (1, <= T): the window, from a zero state
         logits, _ = model.forward(x, state=None)          # (1, <= T, V)
         p = probabilities(np.asarray(logits)[0, -1], temperature, top_k)  # (V,)
-        out.append(int(rng.choice(len(p), p=p)))
-        text.append(out[-1])
-    return out
+        text.append(int(rng.choice(len(p), p=p)))
+        yield text[-1]

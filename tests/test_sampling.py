@@ -206,3 +206,80 @@ def test_window_sampling_seed_and_bad_window():
     for window in (0, 2.5, True):
         with pytest.raises(ConfigError, match=r"^the sampling window must be a whole number of characters, 1 or more, got"):
             sample(model, VOCAB, 5, prime="abc", window=window)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: characters arrive as they are drawn, from the generator and from `rosetta sample`
+
+class CountingRNN(TinyRNN):
+    """TinyRNN that counts its forward calls."""
+
+    def __init__(self, V):
+        super().__init__(V)
+        self.calls = 0
+
+    def forward(self, x, state=None):
+        self.calls += 1
+        return super().forward(x, state)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_stream_yields_before_the_end(window):
+    from itertools import islice
+
+    from common.sampling import stream
+
+    model = CountingRNN(len(VOCAB))
+    chars = stream(model, VOCAB, 100_000_000, prime="abc", seed=2, window=window)
+    first = list(islice(chars, 6))  # the prime, then five drawn characters
+    assert first[0] == "abc" and all(len(ch) == 1 and ch in VOCAB.chars for ch in first[1:])
+    assert model.calls <= 5  # one forward per drawn character, not 100,000,000
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_stream_is_the_sample(window):
+    from common.sampling import stream
+
+    model = TinyRNN(len(VOCAB))
+    assert "".join(stream(model, VOCAB, 60, temperature=0.9, prime="ab", seed=5, window=window)) == \
+        sample(model, VOCAB, 60, temperature=0.9, prime="ab", seed=5, window=window)
+
+
+def test_stream_refuses_bad_arguments_when_called():
+    from common.sampling import stream
+
+    with pytest.raises(ConfigError):
+        stream(TinyRNN(len(VOCAB)), VOCAB, -1)  # at the call, before any next()
+
+
+def test_rosetta_sample_streams_and_stops_on_ctrl_c(tmp_path):
+    """The first characters of a 100,000,000-character sample arrive while it runs; SIGINT ends it (130)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from common.checkpoint import save_checkpoint
+
+    config = Config(vocab_size=len(VOCAB), hidden_size=8, num_layers=1, seed=1)
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, init_weights(config), VOCAB, config, "numpy")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "common.cli", "sample", str(ckpt), "--length", "100000000",
+                             "--prime", "abc"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        start = time.monotonic()
+        head = os.read(proc.stdout.fileno(), 3)
+        while len(head) < 40:
+            head += os.read(proc.stdout.fileno(), 40 - len(head))
+        assert time.monotonic() - start < 60 and proc.poll() is None  # still drawing: the text is streamed
+        assert head.decode().startswith("abc") and set(head.decode()) <= set(VOCAB.chars)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert proc.returncode == 130
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
