@@ -8,6 +8,13 @@ Tensors carry the interchange names and shapes of common/weights.py, in config.d
 metadata (JSON strings) holds the ordered vocabulary, the config and the framework that wrote the
 file, plus a format tag. Saving writes a temporary file in the same folder and renames it over
 the target, so a failed save never leaves half a file nor damages the one already there.
+
+A training checkpoint (common/training.py) also holds what exact resume needs, set apart from the
+weights so that every reader loads it as a plain checkpoint:
+    tensors   "optim.m/<weight>", "optim.v/<weight>", "optim.step" (Adam), "optim.sum/<weight>"
+              (Adagrad), "state.h/<l>", "state.c/<l>" (the carried LSTM state, (B, H) each)
+    metadata  "training": JSON {step, epoch, batch, corpus, rng, ...} (Checkpoint.run)
+Checkpoint.training holds those tensors (empty for a weights-only file).
 """
 
 import json
@@ -36,10 +43,44 @@ class Checkpoint:
     config: Config                      # the config it was saved with (or the one given to load)
     framework: str                      # "numpy", "torch" or "keras": who wrote it
     metadata: dict = field(repr=False)  # the raw header metadata (str -> str)
+    training: dict = field(default_factory=dict, repr=False)  # "optim.*", "state.*" tensors: exact resume
+    run: dict = None                    # the "training" metadata (step, epoch, ...), None if absent
 
 
-def save_checkpoint(path, weights, vocab, config, framework):
-    """Write `weights` (interchange dict) with vocab, config and framework to `path`, atomically."""
+TRAINING_PREFIXES = ("optim.", "state.")  # tensors that are not weights: the state a run resumes from
+
+
+def training_state_shapes(config):
+    """name -> shape of the training state a model of `config` resumes from (see the docstring)."""
+    weights = weight_shapes(config)
+    slots = {"sgd": (), "adagrad": ("sum",), "adam": ("m", "v")}[config.optimizer]
+    shapes = {f"optim.{slot}/{name}": shape for slot in slots for name, shape in weights.items()}
+    if config.optimizer == "adam":
+        shapes["optim.step"] = ()  # updates applied so far: Adam's bias correction
+    for l in range(config.num_layers):
+        shapes[f"state.h/{l}"] = shapes[f"state.c/{l}"] = (config.batch_size, config.hidden_size)
+    return shapes
+
+
+def check_training_state(tensors, config):
+    """Refuse, naming the tensor, a training state that does not fit `config`."""
+    expected = training_state_shapes(config)
+    for name in expected:
+        if name not in tensors:
+            raise CheckpointError(f"the training state lacks tensor {name!r}; resume from a checkpoint "
+                                  f"written by this run's settings (optimizer {config.optimizer}).")
+    for name in tensors:
+        if name not in expected:
+            raise CheckpointError(f"the training state holds tensor {name!r}, which a {config.optimizer} run "
+                                  f"of this config has no place for; resume with the settings it was saved with.")
+        if tuple(np.shape(tensors[name])) != expected[name]:
+            raise CheckpointError(f"tensor {name!r} of the training state has shape {tuple(np.shape(tensors[name]))}, "
+                                  f"but this config needs {expected[name]}; resume with the settings it was saved with.")
+
+
+def save_checkpoint(path, weights, vocab, config, framework, training=None, run=None):
+    """Write `weights` (interchange dict) with vocab, config and framework to `path`, atomically;
+    training (dict of "optim.*"/"state.*" tensors) and run (a JSON-able dict) for exact resume."""
     path = Path(path)
     check_weights(weights, config, source="the weights to save")
     if len(vocab) != config.vocab_size:
@@ -49,6 +90,12 @@ def save_checkpoint(path, weights, vocab, config, framework):
     tensors = {name: np.ascontiguousarray(weights[name], dtype=config.dtype) for name in weight_shapes(config)}
     metadata = {"format": FORMAT, "framework": str(framework),
                 "vocab": json.dumps(vocab.chars), "config": json.dumps(config.to_dict())}
+    if training:
+        check_training_state(training, config)
+        tensors.update({name: np.ascontiguousarray(t, dtype=np.int64 if name == "optim.step" else config.dtype)
+                        for name, t in training.items()})
+    if run is not None:
+        metadata["training"] = json.dumps(run)
     data = safetensors.numpy.save(tensors, metadata=metadata)
     if path.is_dir():
         raise CheckpointError(f"the checkpoint path {path} is a folder; give a file name such as {path / 'model.safetensors'}.")
@@ -134,6 +181,11 @@ def load_checkpoint(path, config=None, vocab=None):
         raise CheckpointError(f"the checkpoint path {path} is a folder; pass the .safetensors file inside it.")
     tensors, metadata = _read(path)
     saved_vocab, saved_config, framework = _metadata(path, metadata)
+    training = {name: tensors.pop(name) for name in list(tensors) if name.startswith(TRAINING_PREFIXES)}
+    try:
+        run = json.loads(metadata["training"]) if "training" in metadata else None
+    except ValueError:
+        raise CheckpointError(f"{path} has unreadable training metadata; save the checkpoint again.") from None
     check_weights(tensors, saved_config, source=f"the tensors of {path}")
     for name, w in tensors.items():
         if w.dtype != np.dtype(saved_config.dtype):
@@ -156,4 +208,17 @@ def load_checkpoint(path, config=None, vocab=None):
     else:
         config = saved_config
     weights = {name: tensors[name] for name in weight_shapes(config)}  # the interchange order
-    return Checkpoint(weights, saved_vocab, config, framework, dict(metadata))
+    return Checkpoint(weights, saved_vocab, config, framework, dict(metadata), training, run)
+
+
+def peek_metadata(path):
+    """The header metadata of an lstm-rosetta checkpoint at `path` (nothing else is read), or a
+    CheckpointError saying what the file is instead."""
+    try:
+        with safe_open(path, framework="np") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path} is not a checkpoint") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file that lstm-rosetta did not write") from None
+    return metadata

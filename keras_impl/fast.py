@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 from common.errors import ConfigError  # noqa: E402
+from common.checkpoint import check_training_state  # noqa: E402
 from common.weights import check_weights  # noqa: E402
 
 PATHS = ("fast",)
@@ -282,3 +283,36 @@ class CharLSTM:
         grads = dense(tape.gradient(loss, self.variables))
         self.optimizer.apply(grads, self.variables)  # clips, then steps
         return loss, new_state  # out of the graph no tape follows new_state: detached by construction
+
+    def get_training_state(self):
+        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray,
+        the optimizer's state ("optim.m/lstm.0.W_x", "optim.v/...", "optim.sum/..." for Adagrad,
+        "optim.step") and the carried state ("state.h/0", "state.c/0", ...), interchange layout."""
+        slots = {"sgd": {}, "adagrad": {"sum": "_accumulators"}, "adam": {"m": "_momentums", "v": "_velocities"}}[self.config.optimizer]
+        if not self.optimizer.built:  # built at the first step: before it, zeros
+            self.optimizer.build(self.variables)
+        tensors = {}
+        for name, p in self.params.items():
+            for slot, key in slots.items():  # each slot variable sits at its weight's index
+                tensors[f"optim.{slot}/{name}"] = np.array(ops.convert_to_numpy(
+                    getattr(self.optimizer, key)[self.optimizer._get_variable_index(p)]))
+        if self.config.optimizer == "adam":
+            tensors["optim.step"] = np.array(int(ops.convert_to_numpy(self.optimizer.iterations)), np.int64)
+        for l, (h, c) in enumerate(self.state):
+            tensors[f"state.h/{l}"], tensors[f"state.c/{l}"] = np.array(h), np.array(c)
+        return tensors
+
+    def set_training_state(self, tensors):
+        """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
+        check_training_state(tensors, self.config)
+        slots = {"sgd": {}, "adagrad": {"sum": "_accumulators"}, "adam": {"m": "_momentums", "v": "_velocities"}}[self.config.optimizer]
+        if not self.optimizer.built:
+            self.optimizer.build(self.variables)
+        for name, p in self.params.items():
+            for slot, key in slots.items():
+                getattr(self.optimizer, key)[self.optimizer._get_variable_index(p)].assign(
+                    np.asarray(tensors[f"optim.{slot}/{name}"], dtype=self.dtype))
+        if self.config.optimizer == "adam":
+            self.optimizer.iterations.assign(int(tensors["optim.step"]))
+        self.state = [(tf.constant(tensors[f"state.h/{l}"], self.dtype), tf.constant(tensors[f"state.c/{l}"], self.dtype))
+                      for l in range(self.config.num_layers)]

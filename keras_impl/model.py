@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from common.errors import ConfigError  # noqa: E402
+from common.checkpoint import check_training_state  # noqa: E402
 from common.weights import check_weights  # noqa: E402
 
 PATHS = ("layer", "cell")
@@ -286,3 +287,36 @@ class CharLSTM:
         returns the loss before it and carries the new state (truncated BPTT)."""
         with floatx(self.dtype):  # see inputs()
             return float(self.trainer.train_on_batch(np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)))
+
+    def get_training_state(self):
+        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray,
+        the optimizer's state ("optim.m/lstm.0.W_x", "optim.v/...", "optim.sum/..." for Adagrad,
+        "optim.step") and the carried state ("state.h/0", "state.c/0", ...), interchange layout."""
+        slots = {"sgd": {}, "adagrad": {"sum": "_accumulators"}, "adam": {"m": "_momentums", "v": "_velocities"}}[self.config.optimizer]
+        if not self.optimizer.built:  # built at the first step: before it, zeros
+            self.optimizer.build(self.trainer.trainable_variables)
+        tensors = {}
+        for name, p in self.params.items():
+            for slot, key in slots.items():  # each slot variable sits at its weight's index
+                tensors[f"optim.{slot}/{name}"] = np.array(ops.convert_to_numpy(
+                    getattr(self.optimizer, key)[self.optimizer._get_variable_index(p)]))
+        if self.config.optimizer == "adam":
+            tensors["optim.step"] = np.array(int(ops.convert_to_numpy(self.optimizer.iterations)), np.int64)
+        for l, (h, c) in enumerate(self.state):
+            tensors[f"state.h/{l}"], tensors[f"state.c/{l}"] = np.array(h), np.array(c)
+        return tensors
+
+    def set_training_state(self, tensors):
+        """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
+        check_training_state(tensors, self.config)
+        slots = {"sgd": {}, "adagrad": {"sum": "_accumulators"}, "adam": {"m": "_momentums", "v": "_velocities"}}[self.config.optimizer]
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainer.trainable_variables)
+        for name, p in self.params.items():
+            for slot, key in slots.items():
+                getattr(self.optimizer, key)[self.optimizer._get_variable_index(p)].assign(
+                    np.asarray(tensors[f"optim.{slot}/{name}"], dtype=self.dtype))
+        if self.config.optimizer == "adam":
+            self.optimizer.iterations.assign(int(tensors["optim.step"]))
+        for s, value in zip(self.trainer.carried, (tensors[f"state.{hc}/{l}"] for l in range(self.config.num_layers) for hc in "hc")):
+            s.assign(np.asarray(value, dtype=self.dtype))

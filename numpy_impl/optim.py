@@ -200,3 +200,33 @@ def check_formula(formula):
 def make_optimizer(config, formula="pytorch"):
     """The optimizer config.optimizer names, at config.learning_rate, in the given formula."""
     return FORMULAS[check_formula(formula)][config.optimizer](config.learning_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer's state under interchange names (common/checkpoint.py), for exact resume
+
+SLOTS = {SGD: {}, Adagrad: {"sum": "s"}, Adam: {"m": "m", "v": "v"}}  # interchange slot -> attribute
+
+
+def slots_of(optimizer):
+    return next(slots for kind, slots in SLOTS.items() if isinstance(optimizer, kind))
+
+
+def optimizer_state(optimizer, params):
+    """dict "optim.<slot>/<name>" -> np.ndarray (zeros before the first step), and "optim.step" for Adam."""
+    tensors = {}
+    for slot, attr in slots_of(optimizer).items():
+        for name, p in params.items():
+            tensors[f"optim.{slot}/{name}"] = getattr(optimizer, attr).get(name, np.zeros_like(p)).copy()
+    if isinstance(optimizer, Adam):
+        tensors["optim.step"] = np.array(optimizer.t, dtype=np.int64)
+    return tensors
+
+
+def set_optimizer_state(optimizer, tensors, params):
+    """The inverse of optimizer_state (tensors already checked against the config)."""
+    for slot, attr in slots_of(optimizer).items():
+        setattr(optimizer, attr, {name: np.array(tensors[f"optim.{slot}/{name}"], dtype=p.dtype, order="C")
+                                  for name, p in params.items()})
+    if isinstance(optimizer, Adam):
+        optimizer.t = int(tensors["optim.step"])

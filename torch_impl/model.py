@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import ConfigError
+from common.checkpoint import check_training_state
 from common.weights import check_weights
 
 PATHS = ("layer", "cell")
@@ -207,3 +208,37 @@ class CharLSTM:
         self.optimizer.step()
         self.state = [(h.detach(), c.detach()) for h, c in new_state]  # cut the graph here
         return loss.item()
+
+    def get_training_state(self):
+        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray,
+        the optimizer's state ("optim.m/lstm.0.W_x", "optim.v/...", "optim.sum/..." for Adagrad,
+        "optim.step") and the carried state ("state.h/0", "state.c/0", ...), interchange layout."""
+        slots = {"sgd": {}, "adagrad": {"sum": "sum"}, "adam": {"m": "exp_avg", "v": "exp_avg_sq"}}[self.config.optimizer]
+        tensors = {}
+        for name, p in self.params.items():
+            state = self.optimizer.state[p]  # empty before Adam's first step: zeros
+            for slot, key in slots.items():
+                tensors[f"optim.{slot}/{name}"] = to_numpy(self.interchange(state.get(key, torch.zeros_like(p))))
+        if self.config.optimizer == "adam":
+            steps = [int(self.optimizer.state[p].get("step", 0)) for p in self.params.values()]
+            tensors["optim.step"] = np.array(steps[0], np.int64)
+        for l, (h, c) in enumerate(self.state):
+            tensors[f"state.h/{l}"], tensors[f"state.c/{l}"] = to_numpy(h), to_numpy(c)
+        return tensors
+
+    def set_training_state(self, tensors):
+        """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
+        check_training_state(tensors, self.config)
+        slots = {"sgd": {}, "adagrad": {"sum": "sum"}, "adam": {"m": "exp_avg", "v": "exp_avg_sq"}}[self.config.optimizer]
+        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # torch.optim's step
+        with torch.no_grad():
+            for name, p in self.params.items():
+                state = self.optimizer.state[p]
+                for slot, key in slots.items():
+                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    self.interchange(state[key]).copy_(torch.as_tensor(tensors[f"optim.{slot}/{name}"]))
+                if self.config.optimizer == "adam":
+                    state["step"] = torch.tensor(float(tensors["optim.step"]), dtype=scalar)
+        self.state = [(torch.as_tensor(np.array(tensors[f"state.h/{l}"]), dtype=self.dtype),
+                       torch.as_tensor(np.array(tensors[f"state.c/{l}"]), dtype=self.dtype))
+                      for l in range(self.config.num_layers)]
