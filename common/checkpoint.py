@@ -182,6 +182,8 @@ def load_checkpoint(path, config=None, vocab=None):
     tensors, metadata = _read(path)
     saved_vocab, saved_config, framework = _metadata(path, metadata)
     training = {name: tensors.pop(name) for name in list(tensors) if name.startswith(TRAINING_PREFIXES)}
+    if "optim.step" in training and training["optim.step"].size == 1:
+        training["optim.step"] = training["optim.step"].reshape(())  # safe_open reads a scalar as (1,)
     try:
         run = json.loads(metadata["training"]) if "training" in metadata else None
     except ValueError:

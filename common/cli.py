@@ -3,32 +3,28 @@
     rosetta train --framework torch --corpus tinyshakespeare --iters 500 --save m.safetensors
     rosetta sample m.safetensors --framework numpy --length 300 --temperature 0.8 --prime "ROMEO:"
     rosetta info m.safetensors
+    rosetta plot run1.csv run2.csv --out loss.png
 
 Checkpoints are the interchange .safetensors files of common/checkpoint.py, so a model trained
 in one framework samples in any other. A mistake in the input (a flag, a corpus, a checkpoint,
-a prime) prints `rosetta: error: <one sentence>` and exits with status 2; Ctrl-C during training
-stops after the current step, saves the weights (atomically) and exits with status 130.
+a prime) prints `rosetta: error: <one sentence>` and exits with status 2; Ctrl-C, SIGTERM or SIGHUP
+during training stops after the current step, saves the state (atomically) and exits with status
+128 + the signal (130, 143, 129). The loop itself is common/training.py.
 
 This file imports no framework: the chosen one is imported by common.frameworks.make_model,
 after --threads has set the thread environment variables it reads at import.
 """
 
 import argparse
-import math
 import os
-import signal
 import sys
-import time
+from pathlib import Path
 
-import numpy as np
-
-from common.batches import make_batches, split, training_steps
+from common.batches import make_batches, split
 from common.config import add_config_args, config_from_args
-from common.errors import CheckpointError, ConfigError, RosettaError
+from common.errors import ConfigError, RosettaError
 from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, check_backend,
                                check_framework, make_model, use_backend)
-
-VAL_BATCHES = 20  # validation loss: the mean over at most this many batches of the val text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,6 +41,16 @@ def count(text):
     value = int_value(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive whole number, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text!r}")
     return value
 
 
@@ -72,7 +78,7 @@ def build_parser(preset_defaults=None):
     """The parser; preset_defaults (common.presets) become the defaults of `rosetta train`."""
     parser = argparse.ArgumentParser(
         prog="rosetta", description="Train and sample a character-level LSTM in numpy, torch or keras.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info,export}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info,export,plot}")
 
     train = commands.add_parser("train", help="train a model on a corpus and save checkpoints",
                                 description="Train a character-level LSTM; the checkpoint is written at every "
@@ -82,11 +88,25 @@ def build_parser(preset_defaults=None):
                        help="tinyshakespeare, quijote, or the path of a UTF-8 text file (default tinyshakespeare)")
     train.add_argument("--reduced", action="store_true", default=False,
                        help="map the text to the reduced alphabet: lower case and a few punctuation marks")
-    train.add_argument("--iters", type=positive_int, default=500, metavar="N", help="training steps (default 500)")
+    train.add_argument("--iters", type=positive_int, default=500, metavar="N",
+                       help="training steps in all, counting those of a resumed run (default 500)")
+    train.add_argument("--minutes", type=positive_float, default=None, metavar="M",
+                       help="time budget: stop after M minutes if --iters is not reached first, then validate "
+                            "and save as at the end (default: none)")
     train.add_argument("--save", type=str, default=None, metavar="FILE",
-                       help="checkpoint file to write (.safetensors); default: nothing is saved")
+                       help="checkpoint file to write (.safetensors), a new file or one of this run's; "
+                            "default: nothing is saved")
+    train.add_argument("--keep", choices=("best", "last"), default="best",
+                       help="best: --save keeps the weights of the best validation loss and FILE.last.safetensors "
+                            "the last state; last: --save holds the last state (default best)")
+    train.add_argument("--force", action="store_true", default=False,
+                       help="let --save replace a checkpoint of another run (another corpus or config)")
     train.add_argument("--resume", type=str, default=None, metavar="FILE",
-                       help="start from the weights of this checkpoint (its vocabulary must match the corpus)")
+                       help="continue the run saved in this checkpoint (its .last state when that is later): "
+                            "exactly, with the same config and framework; otherwise from its weights")
+    train.add_argument("--log", type=str, default=None, metavar="FILE",
+                       help="write a CSV of every step and validation point (step, epoch, loss, val_loss, "
+                            "chars_per_s, elapsed); `rosetta plot FILE` draws it")
     train.add_argument("--val-every", type=count, default=100, metavar="N",
                        help="validation loss and checkpoint every this many steps, and at the end; 0: only at the end (default 100)")
     train.add_argument("--log-every", type=positive_int, default=10, metavar="N",
@@ -124,6 +144,13 @@ def build_parser(preset_defaults=None):
                         help="keras (.keras), torch (.pt2, torch.export) or onnx (.onnx)")
     export.add_argument("output", type=str, help="the file to write; its suffix must match --to")
     export.add_argument("--force", action="store_true", default=False, help="replace the output if it exists")
+
+    plot = commands.add_parser("plot", help="draw the loss curves of training logs",
+                               description="Draw the training and validation loss of one or more --log CSV files.")
+    plot.add_argument("logs", type=str, nargs="+", metavar="FILE", help="CSV logs written by rosetta train --log")
+    plot.add_argument("--out", type=str, default=None, metavar="PNG",
+                      help="the PNG to write (default: the first log's name with .png)")
+    plot.add_argument("--title", type=str, default="Training loss", help="the plot's title")
 
     info = commands.add_parser("info", help="show what a checkpoint holds",
                                description="Print the framework, config, vocabulary and tensors of a checkpoint.")
@@ -163,131 +190,54 @@ def build_model(args, config, weights):
 # ---------------------------------------------------------------------------------------------
 # rosetta train
 
-def validation_loss(model, batches, max_batches=VAL_BATCHES):
-    """Mean cross-entropy over the first batches of the validation text: streams with the state
-    carried from zeros, or windows (target "last") each from zeros and scored at its last position."""
-    state, total, n = None, 0.0, min(len(batches), max_batches)
-    for k in range(n):
-        x, y = batches[k]
-        logits, state = model.forward(x, state if batches.carries_state else None)
-        z = np.asarray(logits, dtype=np.float64)[:, -y.shape[1]:]  # (B, T, V), or (B, 1, V) for windows
-        zmax = z.max(axis=-1, keepdims=True)
-        logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[..., 0]  # (B, T)
-        total += float(np.mean(logsumexp - np.take_along_axis(z, y[..., None], axis=-1)[..., 0]))
-    return total / n
-
-
-class StopOnInterrupt:
-    """The first Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self.handle)
-        except ValueError:  # not the main thread: Ctrl-C stays a plain KeyboardInterrupt
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nrosetta: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
-
 def train(args):
-    from common.checkpoint import load_checkpoint, save_checkpoint
+    """Check everything a run needs, build the model, and hand over to common.training.train."""
     from common.corpus import load_corpus
-    from common.sampling import sample
+    from common.training import (Plan, Start, check_memory, check_same_run, check_save_path, last_path,
+                                 resume_point, train as training_loop, warn_threads)
     from common.weights import init_weights
 
     check_framework(args.framework, args.path)
     if args.framework == "keras":
         check_backend(args.backend)  # an unknown backend is refused before any slow work
     config_from_args(args)  # a bad --hidden-size etc. is refused before the corpus is read
-    if args.save and os.path.isdir(args.save):
-        raise CheckpointError(f"--save {args.save} is a folder; give a file name such as {os.path.join(args.save, 'model.safetensors')}.")
+    check_save_path(args.save, corpus=args.corpus, log=args.log)  # before anything is read or trained
+    warn_threads(args.threads)
     corpus = load_corpus(args.corpus, reduced=args.reduced)
     if args.resume:
-        saved = load_checkpoint(args.resume, vocab=corpus.vocab)
-        config = config_from_args(args, **saved.config.to_dict())
-        weights = load_checkpoint(args.resume, config=config, vocab=corpus.vocab).weights  # sizes checked, dtype cast
+        ckpt, config, start = resume_point(args.resume, corpus.vocab, lambda saved: config_from_args(args, **saved.to_dict()))
+        if start.step >= args.iters:
+            raise ConfigError(f"{args.resume} is already at step {start.step}; ask for more with --iters above "
+                              f"{start.step} (--iters counts every step of the run).")
     else:
-        config = config_from_args(args, vocab_size=len(corpus.vocab))
-        weights = init_weights(config)
+        config, start = config_from_args(args, vocab_size=len(corpus.vocab)), Start()
+    check_memory(config)  # before the weights or the model are allocated
+    resumed = {Path(p).resolve() for p in (args.resume, last_path(args.resume))} if args.resume else None
+    check_same_run(args.save, corpus, config, force=args.force, resume=resumed)
+    weights = ckpt.weights if args.resume else init_weights(config)
     train_data, val_data = split(corpus.data)
     train_batches = make_batches(train_data, config, name="training")  # streams, or windows for target "last"
     val_batches = make_batches(val_data, config, name="validation")
-    sample_window = config.seq_length if config.target == "last" else None  # sampling reads windows too
 
-    t0 = time.perf_counter()
     model, framework, path = build_model(args, config, weights)
     print(f"{framework}/{path} on {corpus.name}: {len(train_data):,} training and {len(val_data):,} validation "
           f"characters, V={config.vocab_size}, {config.num_layers} layer(s) of {config.hidden_size}, "
           f"B={config.batch_size} T={config.seq_length}"
-          + (f" target last (windows {config.window_stride} apart)" if sample_window else "")
+          + (f" target last (windows {config.window_stride} apart)" if config.target == "last" else "")
           + (f" {config.recurrent_activation}" if config.recurrent_activation != "sigmoid" else "")
           + f", {config.optimizer} lr {config.learning_rate:g}, "
-          f"{config.dtype}; {len(train_batches)} batches per epoch"
-          + (f"; resumed from {args.resume}" if args.resume else ""), flush=True)
+          f"{config.dtype}; {len(train_batches)} batches per epoch" + start.note, flush=True)
+    plan = Plan(iters=args.iters, val_every=args.val_every, log_every=args.log_every, sample_every=args.sample_every,
+                sample_length=args.sample_length, minutes=args.minutes, save=args.save, keep=args.keep, log=args.log)
+    return training_loop(model, framework, corpus, config, train_batches, val_batches, plan, start)
 
-    def save():
-        if args.save:
-            save_checkpoint(args.save, model.get_weights(), corpus.vocab, config, framework)
-            return f"saved {args.save}"
-        return ""
 
-    chars_per_step = config.batch_size * config.seq_length
-    window_losses, window_time, step = [], 0.0, 0
-    with StopOnInterrupt() as interrupt:
-        try:
-            for step, x, y, new_epoch in training_steps(train_batches, args.iters):
-                if interrupt.requested:
-                    break
-                if new_epoch or not train_batches.carries_state:  # windows: every step from zeros
-                    model.reset_state()
-                start = time.perf_counter()
-                loss = model.train_step(x, y)
-                window_time += time.perf_counter() - start
-                window_losses.append(loss)
-                if not math.isfinite(loss):  # stop before a diverged model overwrites the last good checkpoint
-                    raise ConfigError(
-                        f"the training loss became {loss} at step {step + 1}"
-                        + (f" ({args.save} keeps the last good weights)" if args.save else "")
-                        + "; lower --learning-rate or set --clip-norm.")
-                done = step + 1
-                last = done == args.iters
-                validate = last or (args.val_every and done % args.val_every == 0)
-                if validate or done % args.log_every == 0:
-                    line = (f"step {done:>{len(str(args.iters))}}/{args.iters}  loss {np.mean(window_losses):.4f}"
-                            f"  {len(window_losses) * chars_per_step / max(window_time, 1e-9):,.0f} chars/s"
-                            f"  elapsed {time.perf_counter() - t0:.1f}s")
-                    if validate:
-                        line += f"  val loss {validation_loss(model, val_batches):.4f}  {save()}"
-                    print(line.rstrip(), flush=True)
-                    window_losses, window_time = [], 0.0
-                if args.sample_every and (done % args.sample_every == 0 or (last and done > args.sample_every)):
-                    text = sample(model, corpus.vocab, args.sample_length, seed=config.seed + done, window=sample_window)
-                    print(f"----- sample at step {done}\n{text}\n-----", flush=True)
-            else:
-                return 0
-        except KeyboardInterrupt:  # the second Ctrl-C: the weights may be mid-update, so nothing is saved
-            print(f"\nrosetta: interrupted during step {step + 1}; "
-                  + (f"the last checkpoint written to {args.save} is intact." if args.save else "nothing was saved."),
-                  file=sys.stderr, flush=True)
-            return 130
-    saved = f"weights after step {step} saved to {args.save}" if args.save else "nothing saved (no --save)"
-    if args.save:
-        save()
-    print(f"rosetta: interrupted after step {step} of {args.iters}; {saved}.", file=sys.stderr, flush=True)
-    return 130
+def plot_command(args):
+    from common.plotting import plot_logs
+
+    out = plot_logs(args.logs, args.out, title=args.title)
+    print(f"wrote {out}", flush=True)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,11 +293,12 @@ def info_command(args):
     return 0
 
 
-COMMANDS = {"train": train, "sample": sample_command, "info": info_command, "export": export_command}
+COMMANDS = {"train": train, "sample": sample_command, "info": info_command, "export": export_command,
+            "plot": plot_command}
 
 
 def main(argv=None):
-    """Run the command line; returns the exit status (0, 2 for a user error, 130 when interrupted)."""
+    """Run the command line; returns the exit status (0, 2 for a user error, 128 + signal when stopped by one)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

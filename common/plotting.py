@@ -76,3 +76,50 @@ def plot_loss_curves(curves, path, title="Training loss", beta=0.999):
         ax.legend(fontsize="small")
     fig.tight_layout()
     return write_png(fig, path)
+
+
+def read_log(path):
+    """(steps, losses, val_steps, val_losses) of a `rosetta train --log` CSV, or a ConfigError."""
+    import csv
+
+    from common.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no training log at {path}; write one with rosetta train --log {path}.")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        steps = [int(r["step"]) for r in rows]
+        losses = [float(r["loss"]) for r in rows]
+        val = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error):
+        raise ConfigError(f"{path} is not a training log of rosetta train --log (columns step, epoch, loss, "
+                          f"val_loss, chars_per_s, elapsed); pass the CSV that --log wrote.") from None
+    if not rows:
+        raise ConfigError(f"{path} holds no steps yet; plot it once the run has trained a step.")
+    return steps, losses, [s for s, _ in val], [v for _, v in val]
+
+
+def plot_logs(paths, out=None, title="Training loss"):
+    """Draw the runs of one or more --log CSVs (labelled by file name) into `out` (default: the first
+    log with .png); returns the path written."""
+    from common.errors import ConfigError
+
+    curves = {}
+    for path in paths:
+        label = Path(path).stem
+        while label in curves:
+            label += "'"
+        curves[label] = read_log(path)
+    out = Path(out) if out else Path(paths[0]).with_suffix(".png")
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out} must name a .png file.")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name such as {out / 'loss.png'}.")
+    if any(out.resolve() == Path(p).resolve() for p in paths):
+        raise ConfigError(f"--out {out} is one of the logs; choose another name.")
+    try:
+        return plot_loss_curves(curves, out, title=title, beta=0.9)
+    except OSError as e:
+        raise ConfigError(f"cannot write {out} ({e.strerror or e}); choose a writable path.") from None
