@@ -32,6 +32,8 @@ from common.errors import ConfigError
 SUFFIXES = {"keras": ".keras", "torch": ".pt2", "onnx": ".onnx"}
 # Importable modules each target needs to be written (onnx: torch's exporter and the onnx packages)
 NEEDS = {"keras": ("keras",), "torch": ("torch",), "onnx": ("torch", "onnx", "onnxscript")}
+# The module that builds each, reached by name as common/frameworks.py reaches the models
+BUILDERS = {"keras": "keras_impl.export", "torch": "torch_impl.export", "onnx": "torch_impl.export"}
 METADATA = "rosetta.json"
 FORMAT = "lstm-rosetta-export/1"
 
@@ -81,12 +83,11 @@ def metadata_json(ckpt):
 def write(ckpt, to, tmp):
     """Build the export from the checkpoint's weights with the framework's own layers and write `tmp`."""
     meta = metadata_json(ckpt)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes
+    module = importlib.import_module(BUILDERS[to])
     if to == "keras":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        module = importlib.import_module("keras_impl.export")
         module.save_keras(module.build_model(ckpt.weights, ckpt.config), str(tmp), meta)
     else:
-        module = importlib.import_module("torch_impl.export")
         save = module.save_pt2 if to == "torch" else module.save_onnx
         save(module.build_module(ckpt.weights, ckpt.config), str(tmp), meta)
 

@@ -9,12 +9,11 @@ stacks it (zeros to start); logits: float32 (B, T, V). Both B and T are dynamic 
 program. Called by common/export.py, which checks the input and writes atomically.
 """
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch._higher_order_ops.scan import scan
-
-import numpy as np
+from torch._higher_order_ops.scan import scan  # a prototype API: the one loop torch.export keeps dynamic
 
 
 class ExportedLSTM(nn.Module):
