@@ -10,9 +10,9 @@ by one of the variant functions below (the worker calls spec["variant"] after th
 and before the model is built): it patches the implementation's module or returns keyword arguments
 for CharLSTM. model.py and fast.py files are never edited. A change of a whole file's layout is not
 a lever but a path of its own: the lesson against the tuned code is numpy-cell against numpy-fast
-(and torch-cell against torch-fast) in the main benchmark's table. The shipped code is the baseline (no
-variant). Both sides must compute the same numbers: the losses of the first step and of the warm-up
-steps (before any timing) must agree to 1e-4, or the row says so and the run exits with status 1.
+in the main benchmark's table. The shipped code is the baseline (no variant). Both sides must
+compute the same numbers: the losses of the first step and of the warm-up steps (before any
+timing) must agree to 1e-4, or the row says so and the run exits with status 1.
 Written to --out:
 
     levers.csv    lever, impl, before_chars_per_s, after_chars_per_s, ratio (after / before),
@@ -38,7 +38,7 @@ from common.errors import ConfigError, RosettaError
 LEVERS_COLUMNS = ["lever", "impl", "before_chars_per_s", "after_chars_per_s", "ratio", "kept", "note"]
 THREADS_COLUMNS = ["impl", "threads", "chars_per_s", "step_ms_median", "time_to_first_step_s", "status"]
 IMPLS = [("numpy-cell", "numpy", "cell"), ("numpy-fast", "numpy", "fast"), ("torch-layer", "torch", "layer"),
-         ("torch-cell", "torch", "cell"), ("torch-fast", "torch", "fast"),
+         ("torch-cell", "torch", "cell"),
          ("keras-layer", "keras", "layer"), ("keras-cell", "keras", "cell")]
 LOSS_TOLERANCE = 1e-4
 

@@ -11,9 +11,9 @@ import os
 from common.errors import ConfigError
 
 FRAMEWORKS = {"numpy": "numpy_impl.model", "torch": "torch_impl.model", "keras": "keras_impl.model"}
-PATHS = {"numpy": ("cell", "fast"), "torch": ("layer", "cell", "fast"), "keras": ("layer", "cell", "fast")}
+PATHS = {"numpy": ("cell", "fast"), "torch": ("layer", "cell"), "keras": ("layer", "cell", "fast")}
 DEFAULT_PATH = {"numpy": "cell", "torch": "layer", "keras": "layer"}
-FAST_MODULES = {"numpy": "numpy_impl.fast", "torch": "torch_impl.fast", "keras": "keras_impl.fast"}
+FAST_MODULES = {"numpy": "numpy_impl.fast", "keras": "keras_impl.fast"}
 PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "keras and its backend (tensorflow-cpu, jax or torch)"}
 # Keras 3 runs on any of these; KERAS_BACKEND (the command line's --backend) picks one before import
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")

@@ -45,6 +45,8 @@ def to_numpy(t):
 # One time step of one layer, in rows like the interface: h, c (B, H); gates i, f, g, o stacked
 # along the last axis of z (B, 4H):
 #   z = x_t @ W_x + h_prev @ W_h + b ;  c = f * c_prev + i * g ;  h = o * tanh(c)
+# (numpy_impl/fast.py's columns layout was tried here too and gained too little to keep a second
+# torch cell: the README's performance section has the figures)
 
 class LSTMCell(nn.Module):
     """One step. W_x (D, 4H), W_h (H, 4H), b (4H,): parameters, filled by CharLSTM from the weights."""
