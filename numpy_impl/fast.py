@@ -201,6 +201,9 @@ class CharLSTM:
     def __init__(self, config, weights, path="fast", formula="pytorch"):
         if path not in PATHS:
             raise ConfigError(f"numpy has no path {path!r}; choose one of {', '.join(PATHS)}.")
+        if config.recurrent_activation != "sigmoid":  # gate_constants' one tanh is a sigmoid on i, f, o
+            raise ConfigError(f"numpy's path 'fast' computes its gates as sigmoids only; use --path cell "
+                              f"for recurrent_activation {config.recurrent_activation}.")
         check_formula(formula)
         check_weights(weights, config)
         self.config, self.path, self.formula = config, path, formula
@@ -213,6 +216,7 @@ class CharLSTM:
         self.layer_buffers = [Buffers() for _ in range(L)]  # each layer's cache, kept between steps
         self.buffers = Buffers()  # the head's and backward's arrays, kept between steps
         self.clip = FORMULAS[formula]["clip"]
+        self.clip_by_value = FORMULAS[formula]["clip_value"]
         self.reset_state()
 
     def get_weights(self):
@@ -262,13 +266,19 @@ class CharLSTM:
 
     # --- loss
     def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions, the new state, and what backward needs."""
+        """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
+        ("last", y (B, 1)), the new state, and what backward needs."""
         logits, new_state, caches = self.run(x, state)
-        loss, dlogits = cross_entropy(logits, y)
+        if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
+            loss, dlast = cross_entropy(logits[:, -1:], y)  # dlast (1, V, B)
+            dlogits = np.zeros(logits.shape[1:] + logits.shape[:1], self.dtype)  # (T, V, B), backward's columns
+            dlogits[-1:] = dlast
+        else:
+            loss, dlogits = cross_entropy(logits, y)
         return loss, new_state, (dlogits, caches)
 
     def evaluate(self, x, y, state=None):
-        """Mean cross-entropy over all B * T positions, a python float; no update."""
+        """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
         return self.loss(x, y, state)[0]
 
     # --- gradients
@@ -307,12 +317,17 @@ class CharLSTM:
 
     # --- train step
     def train_step(self, x, y):
-        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
-        returns the loss before it and carries the new state (truncated BPTT)."""
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0); returns the loss before it and carries the new state
+        (truncated BPTT); with target "last" every call starts from zeros."""
+        if self.config.target == "last":
+            self.reset_state()  # many-to-one: every window from a zero state, nothing carried
         loss, new_state, cache = self.loss(x, y, self.state)
         grads = self.backward(x, *cache)
         if self.config.clip_norm > 0:
             grads, _ = self.clip(grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own
+        if self.config.clip_value > 0:
+            grads = self.clip_by_value(grads, self.config.clip_value)  # every element into [-V, V]
         self.optimizer.step(self.params, grads)
         self.state = new_state  # plain arrays: no graph to cut
         return loss

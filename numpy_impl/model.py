@@ -18,10 +18,19 @@ PATHS = ("cell",)
 
 
 # --- helpers
-# numpy helpers: what torch and keras take from their libraries (sigmoid, cross_entropy)
+# numpy helpers: what torch and keras take from their libraries (sigmoid, hard_sigmoid, cross_entropy)
 
 def sigmoid(z):
     return 1 / (1 + np.exp(-z))
+
+
+def hard_sigmoid(z):
+    """Keras 3's hard sigmoid, relu6(z + 3) / 6: 0 up to z = -3, 1 from z = 3, a line between."""
+    return np.clip(z + 3, 0, 6) / 6
+
+
+# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh)
+RECURRENT_ACTIVATIONS = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 def cross_entropy(logits, y):
@@ -45,21 +54,22 @@ def cross_entropy(logits, y):
 # along the last axis of z (B, 4H):
 #   z = x_t @ W_x + h_prev @ W_h + b ;  c = f * c_prev + i * g ;  h = o * tanh(c)
 
-def lstm_step_forward(x_t, h_prev, c_prev, W_x, W_h, b):
+def lstm_step_forward(x_t, h_prev, c_prev, W_x, W_h, b, recurrent_activation="sigmoid"):
     """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
     Returns h, c (B, H) and the cache lstm_step_backward needs.
     """
     H = h_prev.shape[1]
+    sigma = RECURRENT_ACTIVATIONS[recurrent_activation]
     z = x_t @ W_x + h_prev @ W_h + b  # (B, 4H)
-    i = sigmoid(z[:, :H])
-    f = sigmoid(z[:, H:2 * H])
+    i = sigma(z[:, :H])
+    f = sigma(z[:, H:2 * H])
     g = np.tanh(z[:, 2 * H:3 * H])
-    o = sigmoid(z[:, 3 * H:])
+    o = sigma(z[:, 3 * H:])
     c = f * c_prev + i * g
     tanh_c = np.tanh(c)
     h = o * tanh_c
-    cache = (x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c)
+    cache = (x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c, recurrent_activation)
     return h, c, cache
 
 
@@ -68,17 +78,22 @@ def lstm_step_backward(dh, dc, cache):
 
     Returns dx (B, D), dh_prev, dc_prev (B, H), dW_x (D, 4H), dW_h (H, 4H), db (4H,).
     """
-    x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c = cache
+    x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c, recurrent_activation = cache
     do = dh * tanh_c
     dc = dc + dh * o * (1 - tanh_c ** 2)  # c reaches the loss directly and through h = o * tanh(c)
     di = dc * g
     df = dc * c_prev
     dg = dc * i
     dc_prev = dc * f
-    dz_i = di * i * (1 - i)  # sigmoid' = sigmoid * (1 - sigmoid)
-    dz_f = df * f * (1 - f)
+    if recurrent_activation == "hard_sigmoid":  # hard_sigmoid' = 1/6 inside (-3, 3), where 0 < gate < 1; 0 outside
+        dz_i = di * ((0 < i) & (i < 1)) / 6
+        dz_f = df * ((0 < f) & (f < 1)) / 6
+        dz_o = do * ((0 < o) & (o < 1)) / 6
+    else:  # sigmoid' = sigmoid * (1 - sigmoid)
+        dz_i = di * i * (1 - i)
+        dz_f = df * f * (1 - f)
+        dz_o = do * o * (1 - o)
     dz_g = dg * (1 - g ** 2)  # tanh' = 1 - tanh^2
-    dz_o = do * o * (1 - o)
     dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)  # (B, 4H)
     dx = dz @ W_x.T
     dh_prev = dz @ W_h.T
@@ -90,14 +105,14 @@ def lstm_step_backward(dh, dc, cache):
 
 # --- layer over time
 
-def lstm_forward(xs, h, c, W_x, W_h, b):
+def lstm_forward(xs, h, c, W_x, W_h, b, recurrent_activation="sigmoid"):
     """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
 
     Returns hs (B, T, H) with hs[:, t] = h_t, the last h, c, and the caches of every step.
     """
     hs, caches = [], []
     for t in range(xs.shape[1]):
-        h, c, cache = lstm_step_forward(xs[:, t], h, c, W_x, W_h, b)
+        h, c, cache = lstm_step_forward(xs[:, t], h, c, W_x, W_h, b, recurrent_activation)
         hs.append(h)
         caches.append(cache)
     return np.stack(hs, axis=1), h, c, caches
@@ -141,6 +156,7 @@ class CharLSTM:
         self.params = {name: np.array(weights[name], dtype=self.dtype) for name in weights}
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.clip = FORMULAS[formula]["clip"]
+        self.clip_by_value = FORMULAS[formula]["clip_value"]
         self.reset_state()
 
     def get_weights(self):
@@ -167,7 +183,7 @@ class CharLSTM:
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
-            hs, h, c, cache = lstm_forward(hs, h, c, W_x, W_h, b)  # (B, T, H): the input of layer l + 1
+            hs, h, c, cache = lstm_forward(hs, h, c, W_x, W_h, b, self.config.recurrent_activation)  # (B, T, H): the input of layer l + 1
             new_state.append((h, c))
             caches.append(cache)
         logits = hs @ self.params["head.W"] + self.params["head.b"]  # (B, T, V)
@@ -180,13 +196,19 @@ class CharLSTM:
 
     # --- loss
     def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions, the new state, and what backward needs."""
+        """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
+        ("last", y (B, 1)), the new state, and what backward needs."""
         logits, new_state, (hs, caches) = self.run(x, state)
-        loss, dlogits = cross_entropy(logits, np.asarray(y))
+        if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
+            loss, dlast = cross_entropy(logits[:, -1:], np.asarray(y))  # (B, 1, V)
+            dlogits = np.zeros_like(logits)  # (B, T, V): no gradient at the other positions
+            dlogits[:, -1:] = dlast
+        else:
+            loss, dlogits = cross_entropy(logits, np.asarray(y))
         return loss, new_state, (dlogits, hs, caches)
 
     def evaluate(self, x, y, state=None):
-        """Mean cross-entropy over all B * T positions, a python float; no update."""
+        """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
         return self.loss(x, y, state)[0]
 
     # --- gradients
@@ -211,12 +233,17 @@ class CharLSTM:
 
     # --- train step
     def train_step(self, x, y):
-        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
-        returns the loss before it and carries the new state (truncated BPTT)."""
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0); returns the loss before it and carries the new state
+        (truncated BPTT); with target "last" every call starts from zeros."""
+        if self.config.target == "last":
+            self.reset_state()  # many-to-one: every window from a zero state, nothing carried
         loss, new_state, cache = self.loss(x, y, self.state)
         grads = self.backward(*cache)
         if self.config.clip_norm > 0:
             grads, _ = self.clip(grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own
+        if self.config.clip_value > 0:
+            grads = self.clip_by_value(grads, self.config.clip_value)  # every element into [-V, V]
         self.optimizer.step(self.params, grads)
         self.state = new_state  # plain arrays: no graph to cut
         return loss

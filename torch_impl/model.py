@@ -41,6 +41,16 @@ def to_numpy(t):
     return t.detach().numpy().copy()
 
 
+def hard_sigmoid(z):
+    """Keras 3's hard sigmoid, relu6(z + 3) / 6. F.hardsigmoid computes the same values, but its
+    backward multiplies by 1/6 rounded to float32, even in a float64 model."""
+    return F.relu6(z + 3) / 6
+
+
+# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh)
+RECURRENT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
+
+
 # --- step
 # One time step of one layer, in rows like the interface: h, c (B, H); gates i, f, g, o stacked
 # along the last axis of z (B, 4H):
@@ -51,8 +61,9 @@ def to_numpy(t):
 class LSTMCell(nn.Module):
     """One step. W_x (D, 4H), W_h (H, 4H), b (4H,): parameters, filled by CharLSTM from the weights."""
 
-    def __init__(self, input_size, hidden_size, dtype):
+    def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
         super().__init__()
+        self.sigma = RECURRENT_ACTIVATIONS[recurrent_activation]
         self.W_x = nn.Parameter(torch.empty(input_size, 4 * hidden_size, dtype=dtype))
         self.W_h = nn.Parameter(torch.empty(hidden_size, 4 * hidden_size, dtype=dtype))
         self.b = nn.Parameter(torch.empty(4 * hidden_size, dtype=dtype))
@@ -62,10 +73,10 @@ class LSTMCell(nn.Module):
         h_prev, c_prev = state
         H = h_prev.shape[1]
         z = x_t @ self.W_x + h_prev @ self.W_h + self.b  # (B, 4H)
-        i = torch.sigmoid(z[:, :H])
-        f = torch.sigmoid(z[:, H:2 * H])
+        i = self.sigma(z[:, :H])
+        f = self.sigma(z[:, H:2 * H])
         g = torch.tanh(z[:, 2 * H:3 * H])
-        o = torch.sigmoid(z[:, 3 * H:])
+        o = self.sigma(z[:, 3 * H:])
         c = f * c_prev + i * g
         tanh_c = torch.tanh(c)
         h = o * tanh_c
@@ -77,9 +88,9 @@ class LSTMCell(nn.Module):
 class LSTMLayer(nn.Module):
     """One layer over T steps: its LSTMCell applied step by step, autograd recording every one."""
 
-    def __init__(self, input_size, hidden_size, dtype):
+    def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
         super().__init__()
-        self.cell = LSTMCell(input_size, hidden_size, dtype)
+        self.cell = LSTMCell(input_size, hidden_size, dtype, recurrent_activation)
 
     def forward(self, xs, state):
         """xs (B, T, D) the inputs; state (h, c), each (B, H), the initial state.
@@ -101,6 +112,9 @@ class CharLSTM:
     def __init__(self, config, weights, path="layer"):
         if path not in PATHS:
             raise ConfigError(f"torch has no path {path!r}; choose one of {', '.join(PATHS)}.")
+        if path == "layer" and config.recurrent_activation != "sigmoid":
+            raise ConfigError(f"torch's nn.LSTM (path layer) has no recurrent_activation {config.recurrent_activation}, "
+                              f"only sigmoid; use --path cell.")
         check_weights(weights, config)
         self.config, self.path = config, path
         self.dtype = getattr(torch, config.dtype)
@@ -119,7 +133,8 @@ class CharLSTM:
                 getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False).zero_()
             self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
         else:
-            self.layers = nn.ModuleList([LSTMLayer(V if l == 0 else H, H, self.dtype) for l in range(L)])
+            self.layers = nn.ModuleList([LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
+                                         for l in range(L)])
             self.params = {}
             for l, layer in enumerate(self.layers):
                 self.params[f"lstm.{l}.W_x"] = layer.cell.W_x
@@ -177,14 +192,17 @@ class CharLSTM:
 
     # --- loss
     def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions (a tensor autograd can differentiate), new state."""
+        """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
+        ("last", y (B, 1)): a tensor autograd can differentiate, and the new state."""
         logits, new_state = self.run(x, state)
+        if self.config.target == "last":
+            logits = logits[:, -1:]  # (B, 1, V): many-to-one, the loss sees the last position only
         y = torch.as_tensor(np.asarray(y), dtype=torch.long)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         return loss, new_state
 
     def evaluate(self, x, y, state=None):
-        """Mean cross-entropy over all B * T positions, a python float; no update."""
+        """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
         with torch.no_grad():
             return self.loss(x, y, state)[0].item()
 
@@ -200,13 +218,18 @@ class CharLSTM:
 
     # --- train step
     def train_step(self, x, y):
-        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
-        returns the loss before it and carries the new state (truncated BPTT)."""
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0); returns the loss before it and carries the new state
+        (truncated BPTT); with target "last" every call starts from zeros."""
+        if self.config.target == "last":
+            self.reset_state()  # many-to-one: every window from a zero state, nothing carried
         self.optimizer.zero_grad(set_to_none=True)
         loss, new_state = self.loss(x, y, self.state)
         loss.backward()
         if self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm)
+        if self.config.clip_value > 0:
+            torch.nn.utils.clip_grad_value_(self.params.values(), self.config.clip_value)  # every element into [-V, V]
         self.optimizer.step()
         self.state = [(h.detach(), c.detach()) for h, c in new_state]  # cut the graph here
         return loss.item()
