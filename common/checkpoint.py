@@ -215,12 +215,12 @@ def load_checkpoint(path, config=None, vocab=None):
 
 def peek_metadata(path):
     """The header metadata of an lstm-rosetta checkpoint at `path` (nothing else is read), or a
-    CheckpointError saying what the file is instead."""
+    CheckpointError naming the file and what it is instead (a clause for the caller's sentence)."""
     try:
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{path} is not a checkpoint") from None
+        raise CheckpointError(f"{path}, which is not a checkpoint") from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file that lstm-rosetta did not write") from None
+        raise CheckpointError(f"{path}, a safetensors file that lstm-rosetta did not write") from None
     return metadata

@@ -376,7 +376,7 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
     window_time, done = 0.0, start.step
     width = len(str(plan.iters))
     out_of_time = False
-    with StopRequests() as stop:
+    with StopRequests() as stop, np.errstate(all="ignore"):  # a diverging loss is reported below, not warned
         try:
             for step in range(start.step, plan.iters):
                 if stop.signum is not None:
@@ -397,7 +397,7 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
                     kept_step = saved_at or (best_step if plan.keep == "best" else None)
                     kept = (f" ({main} keeps the {'best ' if plan.keep == 'best' else ''}weights, of step {kept_step})"
                             if kept_step else " (nothing was saved)" if main else "")
-                    raise ConfigError(f"the training loss {diverging} at step {step + 1}, so the run is diverging{kept}; "
+                    raise ConfigError(f"the training loss at step {step + 1} {diverging}, so the run is diverging{kept}; "
                                       f"lower --learning-rate (now {config.learning_rate:g}) or set --clip-norm.")
                 done = step + 1
                 out_of_time = deadline is not None and time.perf_counter() >= deadline and done < plan.iters
@@ -453,9 +453,9 @@ def divergence(loss, recent_losses, first_loss):
     """What is wrong with a diverging run's loss (not finite, or the mean of the last DIVERGE_WINDOW
     steps above DIVERGE times the run's first loss), or None."""
     if not math.isfinite(loss):
-        return f"became {loss}"
+        return f"is {loss}"
     recent = float(np.mean(recent_losses))
     if recent > DIVERGE * first_loss:
-        return (f"rose to {recent:.4g} (mean of the last steps), more than {DIVERGE:g} times the "
-                f"{first_loss:.4g} it started at")
+        return (f"rose to {recent:.4g} (the mean of the last {len(recent_losses)} steps), more than {DIVERGE:g} "
+                f"times the first step's {first_loss:.4g}")
     return None
