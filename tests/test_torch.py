@@ -1,6 +1,7 @@
-"""torch_impl, every path (PATHS["torch"]: nn.LSTM and the nn.Module cell), against both numpy_impl paths (formula="pytorch": torch autograd against the hand-written
-backward) and against an independent nn.LSTM oracle (tests/torch_oracle.py). The checks and
-tolerances are shared with test_keras.py: tests/equivalence.py.
+"""torch_impl, every path (PATHS["torch"]: nn.LSTM and the nn.Module cell), against both numpy_impl
+paths (formula="pytorch": torch autograd against the hand-written backward) and against an
+independent nn.LSTM oracle (tests/torch_oracle.py). The checks and tolerances are shared with
+test_keras.py: tests/equivalence.py.
 """
 
 import subprocess
