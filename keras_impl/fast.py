@@ -43,7 +43,8 @@ JIT_COMPILE = {"fast": True}
 
 
 def make_optimizer(config):
-    """Keras' own optimizer for config.optimizer, clipping by global norm when clip_norm > 0.
+    """Keras' own optimizer for config.optimizer, clipping by global norm when clip_norm > 0 or
+    by value when clip_value > 0 (Keras takes one clipping at most: common/config.py).
 
     Keras 3's formulas (keras/src/optimizers, update_step) differ from numpy_impl's default
     ("pytorch", which is torch's); numpy_impl.optim's formula="keras" copies these:
@@ -54,21 +55,20 @@ def make_optimizer(config):
                g *= clip_norm * min(1 / norm, 1 / clip_norm), always applied
                (torch: g *= clip_norm / (norm + 1e-6), only when that is < 1)
     """
-    clip = config.clip_norm or None
+    clip = {"global_clipnorm": config.clip_norm or None, "clipvalue": config.clip_value or None}
     # The learning rate lives in a variable of keras' floatx: make it config.dtype, or a
     # float64 model would step with lr rounded to float32.
     floatx = keras.config.floatx()
     keras.config.set_floatx(config.dtype)
     try:
         if config.optimizer == "sgd":
-            return keras.optimizers.SGD(config.learning_rate, global_clipnorm=clip)
+            return keras.optimizers.SGD(config.learning_rate, **clip)
         if config.optimizer == "adagrad":
-            return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0,
-                                            epsilon=1e-10, global_clipnorm=clip)
+            return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0, epsilon=1e-10, **clip)
         # betas as numpy float64: Adam casts them to the variable's dtype with tf.cast, which
         # takes a python float through float32 (0.999 -> 0.99900001) even in a float64 model
         return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
-                                     epsilon=1e-8, global_clipnorm=clip)
+                                     epsilon=1e-8, **clip)
     finally:
         keras.config.set_floatx(floatx)
 
@@ -96,6 +96,11 @@ def write_row(rows, t, row):
     return tf.tensor_scatter_nd_update(rows, tf.reshape(t, (1, 1)), row[None]), grad
 
 
+# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh);
+# ops.hard_sigmoid is relu6(z + 3) / 6, Keras 3's hard sigmoid
+RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": ops.hard_sigmoid}
+
+
 # --- layer over time
 # One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
@@ -109,9 +114,10 @@ class LSTMLayer(keras.layers.Layer):
     for the first layer. Autodiff gives the backward pass.
     """
 
-    def __init__(self, input_size, units, **kwargs):
+    def __init__(self, input_size, units, recurrent_activation="sigmoid", **kwargs):
         super().__init__(**kwargs)
         self.input_size, self.units = input_size, units
+        self.sigma = RECURRENT_ACTIVATIONS[recurrent_activation]
 
     def build(self, input_shape=None):
         H = self.units
@@ -149,7 +155,7 @@ class LSTMLayer(keras.layers.Layer):
             z = xz.read(t) + ops.matmul(h, W_h)  # (B, 4H)
             i, f, g, o = ops.split(z, 4, axis=-1)
             # (one ops.sigmoid over all of z and tanh on the g slice only measured no faster)
-            i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
+            i, f, g, o = self.sigma(i), self.sigma(f), ops.tanh(g), self.sigma(o)
             c = f * c + i * g
             h = o * ops.tanh(c)
             return t + 1, h, c, write_row(hs, t, h)
@@ -177,7 +183,7 @@ class CharLSTM:
         self.lstms, self.params = [], {}
         for l in range(L):
             in_l = V if l == 0 else H
-            lstm = LSTMLayer(in_l, H, dtype=self.dtype)
+            lstm = LSTMLayer(in_l, H, config.recurrent_activation, dtype=self.dtype)
             lstm.build()
             W_x, W_h, b = lstm.W_x, lstm.W_h, lstm.b
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
@@ -231,8 +237,11 @@ class CharLSTM:
 
     # --- loss
     def loss(self, x, y, state):
-        """Mean cross-entropy over all B * T positions (a tensor the tape can differentiate), new state."""
+        """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
+        ("last", y (B, 1)): a tensor the tape can differentiate, and the new state."""
         logits, new_state = self.run(x, state)
+        if self.config.target == "last":
+            logits = logits[:, -1:]  # (B, 1, V): many-to-one, the loss sees the last position only
         loss = ops.mean(ops.sparse_categorical_crossentropy(y, logits, from_logits=True))
         return loss, new_state
 
@@ -248,7 +257,7 @@ class CharLSTM:
         return self.run(x, state)
 
     def evaluate(self, x, y, state=None):
-        """Mean cross-entropy over all B * T positions, a python float; no update."""
+        """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
         x, state = self.to_tensors(x, state)
         return float(self.graphs["evaluate"](x, tf.convert_to_tensor(y), state))
 
@@ -271,8 +280,11 @@ class CharLSTM:
 
     # --- train step
     def train_step(self, x, y):
-        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
-        returns the loss before it and carries the new state (truncated BPTT)."""
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0); returns the loss before it and carries the new state
+        (truncated BPTT); with target "last" every call starts from zeros."""
+        if self.config.target == "last":
+            self.reset_state()  # many-to-one: every window from a zero state, nothing carried
         loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state)
         return float(loss)
 

@@ -46,7 +46,8 @@ def floatx(dtype):
 
 
 def make_optimizer(config):
-    """Keras' own optimizer for config.optimizer, clipping by global norm when clip_norm > 0.
+    """Keras' own optimizer for config.optimizer, clipping by global norm when clip_norm > 0 or
+    by value when clip_value > 0 (Keras takes one clipping at most: common/config.py).
 
     Keras 3's formulas (keras/src/optimizers, update_step) differ from numpy_impl's default
     ("pytorch", which is torch's); numpy_impl.optim's formula="keras" copies these:
@@ -58,16 +59,15 @@ def make_optimizer(config):
                (torch: g *= clip_norm / (norm + 1e-6), only when that is < 1)
     Call it inside floatx(config.dtype): the learning rate lives in a variable of keras' floatx.
     """
-    clip = config.clip_norm or None
+    clip = {"global_clipnorm": config.clip_norm or None, "clipvalue": config.clip_value or None}
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(config.learning_rate, global_clipnorm=clip)
+        return keras.optimizers.SGD(config.learning_rate, **clip)
     if config.optimizer == "adagrad":
-        return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0,
-                                        epsilon=1e-10, global_clipnorm=clip)
+        return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0, epsilon=1e-10, **clip)
     # betas as numpy float64: Adam casts them with ops.cast, which takes a python float through
     # float32 (0.999 -> 0.99900001) on TensorFlow and torch, even in a float64 model
     return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
-                                 epsilon=1e-8, global_clipnorm=clip)
+                                 epsilon=1e-8, **clip)
 
 
 def keep_float64():
@@ -85,6 +85,12 @@ def keep_float64():
     dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)
 
 
+# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh);
+# ops.hard_sigmoid is relu6(z + 3) / 6 on every backend (on torch, F.hardsigmoid: its float64
+# gradient uses a float32 1/6, see torch_impl/model.py)
+RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": ops.hard_sigmoid}
+
+
 # --- step
 
 class LSTMCell(keras.layers.Layer):
@@ -94,9 +100,10 @@ class LSTMCell(keras.layers.Layer):
     call(x_t, [h, c]) -> (h, [h, c]); x_t (B, in). Autodiff gives the backward pass.
     """
 
-    def __init__(self, input_size, units, **kwargs):
+    def __init__(self, input_size, units, recurrent_activation="sigmoid", **kwargs):
         super().__init__(**kwargs)
         self.input_size, self.units = input_size, units
+        self.sigma = RECURRENT_ACTIVATIONS[recurrent_activation]
         self.state_size = [units, units]  # h, c
         self.output_size = units
 
@@ -110,7 +117,7 @@ class LSTMCell(keras.layers.Layer):
         h, c = states  # (B, H) each
         z = ops.matmul(inputs, self.W_x) + ops.matmul(h, self.W_h) + self.b  # (B, 4H)
         i, f, g, o = ops.split(z, 4, axis=-1)
-        i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
+        i, f, g, o = self.sigma(i), self.sigma(f), ops.tanh(g), self.sigma(o)
         c = f * c + i * g
         h = o * ops.tanh(c)
         return h, [h, c]
@@ -118,13 +125,14 @@ class LSTMCell(keras.layers.Layer):
 
 # --- layer over time
 
-def lstm_layer(path, input_size, hidden_size, dtype):
+def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
     """One LSTM layer over T steps, called as `hs, h, c = layer(x, initial_state=[h, c])`:
     x (B, T, in), hs (B, T, H). keras.layers.RNN runs the cell's loop (on each backend its own:
     tf.while_loop, jax.lax.scan, a python loop on torch); keras.layers.LSTM is the library's own."""
     if path == "layer":
-        return keras.layers.LSTM(hidden_size, return_sequences=True, return_state=True, dtype=dtype)
-    return keras.layers.RNN(LSTMCell(input_size, hidden_size, dtype=dtype),
+        return keras.layers.LSTM(hidden_size, recurrent_activation=recurrent_activation,
+                                 return_sequences=True, return_state=True, dtype=dtype)
+    return keras.layers.RNN(LSTMCell(input_size, hidden_size, recurrent_activation, dtype=dtype),
                             return_sequences=True, return_state=True, dtype=dtype)
 
 
@@ -177,7 +185,7 @@ class CharLSTM:
         hs = ops.one_hot(x, V, dtype=self.dtype)  # (B, T, V): layer 0's input
         new_state, self.params = [], {}
         for l in range(L):
-            lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype)
+            lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
             hs, h, c = lstm(hs, initial_state=state[2 * l:2 * l + 2])  # hs (B, T, H)
             new_state += [h, c]
             cell = lstm.cell  # Keras stores W as (in_l, 4H) too (DESIGN.md)
@@ -188,9 +196,12 @@ class CharLSTM:
         self.params["head.W"], self.params["head.b"] = self.head.kernel, self.head.bias
         for name, p in self.params.items():
             p.assign(np.asarray(weights[name], dtype=self.dtype))
+        # many-to-one: the compiled loss sees the last position only, (B, 1, V) against y (B, 1)
+        scored = logits[:, -1:] if config.target == "last" else logits
         self.net = keras.Model([x, *state], [logits, *new_state])  # forward
-        self.scorer = keras.Model([x, *state], logits)  # evaluate and gradients: the same layers
-        self.trainer = CarriedState(self.net, config.batch_size, H, L, dtype=self.dtype)  # train_step
+        self.scorer = keras.Model([x, *state], scored)  # evaluate and gradients: the same layers
+        self.trainer = CarriedState(keras.Model([x, *state], [scored, *new_state]), config.batch_size, H, L,
+                                    dtype=self.dtype)  # train_step
         with floatx(self.dtype):
             self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over B * T
             self.scorer.compile(loss=self.loss_fn, jit_compile=jit_compile)
@@ -239,7 +250,8 @@ class CharLSTM:
 
     # --- loss
     def evaluate(self, x, y, state=None):
-        """Mean cross-entropy over all B * T positions, a python float; no update."""
+        """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
+        ("last", y (B, 1)), a python float; no update."""
         with floatx(self.dtype):  # see inputs()
             return float(self.scorer.test_on_batch(self.inputs(x, state), np.asarray(y, dtype=np.int32)))
 
@@ -283,8 +295,11 @@ class CharLSTM:
 
     # --- train step
     def train_step(self, x, y):
-        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0);
-        returns the loss before it and carries the new state (truncated BPTT)."""
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0); returns the loss before it and carries the new state
+        (truncated BPTT); with target "last" every call starts from zeros."""
+        if self.config.target == "last":
+            self.reset_state()  # many-to-one: every window from a zero state, nothing carried
         with floatx(self.dtype):  # see inputs()
             return float(self.trainer.train_on_batch(np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)))
 
