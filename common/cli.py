@@ -24,7 +24,7 @@ from common.batches import make_batches, split
 from common.config import add_config_args, config_from_args
 from common.errors import ConfigError, RosettaError
 from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, check_backend,
-                               check_framework, make_model, use_backend)
+                               check_framework, make_model, model_class, use_backend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +115,10 @@ def build_parser(preset_defaults=None):
                        help="print a generated sample every this many steps; 0: never (default 200)")
     train.add_argument("--sample-length", type=positive_int, default=200, metavar="N",
                        help="characters per generated sample (default 200)")
+    train.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                       help="data-parallel training: split the B streams over N workers that average their "
+                            "gradients every step (numpy: MPI processes, torch: DDP processes, keras: jax devices); "
+                            "N must divide --batch-size (default 1)")
     train.add_argument("--preset", type=str, default=None, metavar="NAME",
                        help="a seed post's model and training settings as defaults that other options override: "
                             "horas, bogunowicz or wang (README: The seed posts' models)")
@@ -176,13 +180,19 @@ def limit_loaded_pools(threads):
         threadpool_limits(limits=threads)
 
 
-def build_model(args, config, weights):
+def build_model(args, config, weights, workers=1):
     framework, path = check_framework(args.framework, args.path)
     if framework == "keras":
         use_backend(args.backend)  # KERAS_BACKEND, before keras is imported
     set_threads(args.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes would bury the progress lines
-    model = make_model(framework, config, weights, path=path)  # the framework is imported here
+    if workers > 1:  # common/parallel.py: this worker's share, through the framework's engine
+        from common import parallel
+
+        parallel.prepare(framework, workers)
+        model = parallel.data_parallel(model_class(framework, path), framework, config, weights, path, workers)
+    else:
+        model = make_model(framework, config, weights, path=path)  # the framework is imported here
     limit_loaded_pools(args.threads)
     return model, framework, path
 
@@ -219,16 +229,27 @@ def train(args):
     train_batches = make_batches(train_data, config, name="training")  # streams, or windows for target "last"
     val_batches = make_batches(val_data, config, name="validation")
 
-    model, framework, path = build_model(args, config, weights)
+    workers = getattr(args, "workers", 1)
+    if workers > 1:
+        from common import parallel
+
+        parallel.check_workers(workers, config, args.framework, check_backend(args.backend))
+        if args.framework in parallel.PROCESSES and not parallel.in_worker():  # checked here, trained there
+            return parallel.launch(args.framework, workers, args.argv)
+    model, framework, path = build_model(args, config, weights, workers)
     print(f"{framework}/{path} on {corpus.name}: {len(train_data):,} training and {len(val_data):,} validation "
           f"characters, V={config.vocab_size}, {config.num_layers} layer(s) of {config.hidden_size}, "
           f"B={config.batch_size} T={config.seq_length}"
           + (f" target last (windows {config.window_stride} apart)" if config.target == "last" else "")
           + (f" {config.recurrent_activation}" if config.recurrent_activation != "sigmoid" else "")
           + f", {config.optimizer} lr {config.learning_rate:g}, "
-          f"{config.dtype}; {len(train_batches)} batches per epoch" + start.note, flush=True)
-    plan = Plan(iters=args.iters, val_every=args.val_every, log_every=args.log_every, sample_every=args.sample_every,
-                sample_length=args.sample_length, minutes=args.minutes, save=args.save, keep=args.keep, log=args.log)
+          f"{config.dtype}; {len(train_batches)} batches per epoch"
+          + (f", {workers} workers of {config.batch_size // workers} streams" if workers > 1 else "")
+          + start.note, flush=True)
+    writer = getattr(model, "writer", True)  # --workers: rank 0 logs and samples; every rank runs the loop
+    plan = Plan(iters=args.iters, val_every=args.val_every, log_every=args.log_every,
+                sample_every=args.sample_every if writer else 0, sample_length=args.sample_length,
+                minutes=args.minutes, save=args.save, keep=args.keep, log=args.log if writer else None)
     return training_loop(model, framework, corpus, config, train_batches, val_batches, plan, start)
 
 
@@ -306,6 +327,7 @@ def main(argv=None):
             from common.presets import preset
 
             args = build_parser(preset(args.preset)).parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers starts its workers with them
         return COMMANDS[args.command](args)
     except RosettaError as e:
         print(f"rosetta: error: {e}", file=sys.stderr, flush=True)

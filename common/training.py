@@ -311,6 +311,7 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
     from common.sampling import sample
 
     start = start or Start()
+    agree = getattr(model, "agree", None)  # --workers (common/parallel.py): the largest value over the workers
     run = dict(start.run or {})
     run_id = run.get("run_id") or secrets.token_hex(8)
     if start.training is not None:
@@ -342,7 +343,9 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
         if path == main:
             saved_at = done
         training = model.get_training_state() if hasattr(model, "get_training_state") else None
-        save_checkpoint(path, model.get_weights(), corpus.vocab, config, framework, training, state(done, weights_kind))
+        weights = model.get_weights()
+        if getattr(model, "writer", True):  # --workers (common/parallel.py): all gather the state, rank 0 writes
+            save_checkpoint(path, weights, corpus.vocab, config, framework, training, state(done, weights_kind))
 
     def save_at_validation(done, val):
         """After validation: the checkpoint policy. Returns what the progress line says."""
@@ -379,6 +382,8 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
     with StopRequests() as stop, np.errstate(all="ignore"):  # a diverging loss is reported below, not warned
         try:
             for step in range(start.step, plan.iters):
+                if agree:  # --workers: a request that reached any worker stops all at the same step
+                    stop.signum = agree(stop.signum or 0) or None
                 if stop.signum is not None:
                     break
                 epoch, k = divmod(step, len(batches))
@@ -401,6 +406,8 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
                                       f"lower --learning-rate (now {config.learning_rate:g}) or set --clip-norm.")
                 done = step + 1
                 out_of_time = deadline is not None and time.perf_counter() >= deadline and done < plan.iters
+                if agree:  # --workers: the clocks of the workers differ, the decision may not
+                    out_of_time = bool(agree(int(out_of_time)))
                 last = done == plan.iters or out_of_time  # no step starts after the budget
                 validate = last or (plan.val_every and done % plan.val_every == 0)
                 val = validation_loss(model, val_batches) if validate else None

@@ -1,0 +1,38 @@
+"""Data-parallel Keras 3: the backend's own mechanism, in one process.
+
+JAX: keras.distribution.DataParallel over N devices (on a CPU, N host devices made by
+XLA_FLAGS=--xla_force_host_platform_device_count=N, which common/parallel.py sets before jax is
+imported). Keras lays each batch out along its first axis over the devices (B/N streams each) and
+replicates the weights; XLA partitions the compiled train step (SPMD) and inserts the all-reduce of
+the gradients itself, so the update is the one of a single device. The carried state lives in
+replicated non-trainable variables of the whole batch (keras_impl/model.py), so each device keeps
+its streams' rows by the same layout.
+
+TensorFlow: tf.distribute.MirroredStrategy does not run this model: keras_impl/model.py carries the
+state in variables assigned inside train_on_batch, and under MirroredStrategy each replica would
+assign its own B/N rows to a mirrored (B, H) variable (refused in one sentence, see data_parallel).
+torch: Keras 3's distribution API has no torch implementation (keras/src/backend/torch has no
+distribution_lib). For torch, use --framework torch, which has DistributedDataParallel.
+
+    model = data_parallel(CharLSTM, config, weights, path="layer", workers=2)
+    loss = model.train_step(x, y)     # x, y: the whole (B, T) batch
+"""
+
+import keras
+
+from common.errors import ConfigError
+
+
+def data_parallel(cls, config, weights, path, workers):
+    """A `cls` (a keras CharLSTM class) whose training is spread over `workers` devices."""
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ConfigError(f"--workers {workers} with Keras runs only on the jax backend here: Keras 3 has no "
+                          f"distribution for torch, and tf.distribute.MirroredStrategy cannot carry this model's "
+                          f"state on tensorflow; use --backend jax (or --framework torch or numpy).")
+    devices = keras.distribution.list_devices()
+    if len(devices) < workers:
+        raise ConfigError(f"--workers {workers} but jax sees {len(devices)} device(s); XLA_FLAGS must hold "
+                          f"--xla_force_host_platform_device_count={workers} before jax is imported.")
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices[:workers]))
+    return cls(config, weights, path=path)
