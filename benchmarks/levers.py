@@ -39,7 +39,7 @@ LEVERS_COLUMNS = ["lever", "impl", "before_chars_per_s", "after_chars_per_s", "r
 THREADS_COLUMNS = ["impl", "threads", "chars_per_s", "step_ms_median", "time_to_first_step_s", "status"]
 IMPLS = [("numpy-cell", "numpy", "cell"), ("numpy-fast", "numpy", "fast"), ("torch-layer", "torch", "layer"),
          ("torch-cell", "torch", "cell"),
-         ("keras-layer", "keras", "layer"), ("keras-cell", "keras", "cell")]
+         ("keras-layer", "keras", "layer"), ("keras-cell", "keras", "cell"), ("keras-fast", "keras", "fast")]
 LOSS_TOLERANCE = 1e-4
 
 
@@ -165,13 +165,13 @@ def torch_compile_step(framework, path, info):
 
 def keras_w_h_in_loop(framework, path, info):
     """Before: the cell path reads the variable W_h inside the loop body (after: once, before the loop)."""
-    import keras_impl.model as m
+    import keras_impl.fast as m
     patch_source(m, "LSTMLayer.call", [(r"ops\.matmul\(h, W_h\)", "ops.matmul(h, self.W_h)")])
 
 
 def keras_tensorarray_write(framework, path, info):
     """Before: the cell path's h written to a tf.TensorArray (after: write_row into a zeros tensor)."""
-    import keras_impl.model as m
+    import keras_impl.fast as m
     patch_source(m, "LSTMLayer.call", [(r"hs = tf\.zeros\(.*", "hs = tf.TensorArray(h.dtype, size=T, element_shape=h.shape)"),
                                        (r"write_row\(hs, t, h\)", "hs.write(t, h)"),
                                        (r"ops\.swapaxes\(hs, 0, 1\)", "ops.swapaxes(hs.stack(), 0, 1)")])
@@ -179,14 +179,14 @@ def keras_tensorarray_write(framework, path, info):
 
 def keras_xla_off(framework, path, info):
     """Before: the train step in a tf.function without XLA."""
-    import keras_impl.model as m
+    import keras_impl.fast as m
     info["shipped"] = not getattr(m, "JIT_COMPILE", {}).get(path, False)
     return {"jit_compile": False}
 
 
 def keras_xla_on(framework, path, info):
     """After: the train step in a tf.function(jit_compile=True), XLA asked for explicitly."""
-    import keras_impl.model as m
+    import keras_impl.fast as m
     info["shipped"] = bool(getattr(m, "JIT_COMPILE", {}).get(path, False))
     return {"jit_compile": True}
 
@@ -207,11 +207,11 @@ LEVERS = [
     ("nn.LSTM on oneDNN (before: torch.backends.mkldnn off)", "torch-layer", "torch_onednn_off", None, "yes"),
     ("torch.compile of LSTMCell.forward, the cell's one step", "torch-cell", None, "torch_compile_step", "info"),
     ("W_h read once before the loop (before: the variable read inside it, which the loop's gradient "
-     "keeps a copy of at every step)", "keras-cell", "keras_w_h_in_loop", None, "yes"),
+     "keeps a copy of at every step)", "keras-fast", "keras_w_h_in_loop", None, "yes"),
     ("h written with write_row (before: tf.TensorArray.write, whose gradient costs two copies of "
-     "the (T, B, H) buffer a step under XLA)", "keras-cell", "keras_tensorarray_write", None, "yes"),
+     "the (T, B, H) buffer a step under XLA)", "keras-fast", "keras_tensorarray_write", None, "yes"),
     ("XLA (jit_compile=True) on the layer path's train step", "keras-layer", "keras_xla_off", "keras_xla_on", "info"),
-    ("XLA (jit_compile=True) on the cell path's train step", "keras-cell", "keras_xla_off", "keras_xla_on", "info"),
+    ("XLA (jit_compile=True) on the tuned cell's train step", "keras-fast", "keras_xla_off", "keras_xla_on", "info"),
 ]
 
 

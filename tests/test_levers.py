@@ -74,22 +74,22 @@ def nested_code(function, name):
 
 @pytest.mark.parametrize("variant", ["keras_w_h_in_loop", "keras_tensorarray_write"])
 def test_keras_before_variants_change_the_code_not_the_numbers(monkeypatch, variant):
-    import keras_impl.model as m
+    import keras_impl.fast as m
     monkeypatch.setattr(m.LSTMLayer, "call", m.LSTMLayer.call)  # put back after the test
     config = Config(vocab_size=11, hidden_size=8, num_layers=2, batch_size=3, seq_length=5, dtype="float64")
     weights = init_weights(config)
     x = np.random.default_rng(0).integers(0, 11, (3, 5))
     y = np.roll(x, 1, axis=1)
-    shipped = m.CharLSTM(config, weights, path="cell").gradients(x, y)
+    shipped = m.CharLSTM(config, weights, path="fast").gradients(x, y)
     step = nested_code(m.LSTMLayer.call, "step")
     assert "W_h" in step.co_freevars and "write_row" in step.co_names  # the shipped loop body
-    assert getattr(levers, variant)("keras", "cell", {}) is None
+    assert getattr(levers, variant)("keras", "fast", {}) is None
     step = nested_code(m.LSTMLayer.call, "step")
     if variant == "keras_w_h_in_loop":  # the variable itself, read in the body
         assert "W_h" in step.co_names and "self" in step.co_freevars
     else:
         assert "write" in step.co_names and "write_row" not in step.co_names
-    grads = m.CharLSTM(config, weights, path="cell").gradients(x, y)
+    grads = m.CharLSTM(config, weights, path="fast").gradients(x, y)
     for name in shipped:
         np.testing.assert_allclose(grads[name], shipped[name], rtol=1e-9, atol=1e-12, err_msg=name)
 
