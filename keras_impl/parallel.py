@@ -8,9 +8,12 @@ the gradients itself, so the update is the one of a single device. The carried s
 replicated non-trainable variables of the whole batch (keras_impl/model.py), so each device keeps
 its streams' rows by the same layout.
 
-TensorFlow: tf.distribute.MirroredStrategy does not run this model: keras_impl/model.py carries the
-state in variables assigned inside train_on_batch, and under MirroredStrategy each replica would
-assign its own B/N rows to a mirrored (B, H) variable (refused in one sentence, see data_parallel).
+TensorFlow: tf.distribute.MirroredStrategy runs this model but does not split its batches. Keras 3's
+train_on_batch (keras/src/backend/tensorflow/trainer.py) hands (x, y) to strategy.run as they are;
+only fit's epoch iterator calls experimental_distribute_dataset. So under the strategy's scope on two
+logical CPU devices every replica trains on all B streams: the losses and weights are bit for bit
+those of one device, with the work done twice. fit cannot carry the state between calls the way
+train_on_batch does here (docs/keras-state.md), so --workers refuses tensorflow in one sentence.
 torch: Keras 3's distribution API has no torch implementation (keras/src/backend/torch has no
 distribution_lib). For torch, use --framework torch, which has DistributedDataParallel.
 
@@ -28,8 +31,8 @@ def data_parallel(cls, config, weights, path, workers):
     backend = keras.backend.backend()
     if backend != "jax":
         raise ConfigError(f"--workers {workers} with Keras runs only on the jax backend here: Keras 3 has no "
-                          f"distribution for torch, and tf.distribute.MirroredStrategy cannot carry this model's "
-                          f"state on tensorflow; use --backend jax (or --framework torch or numpy).")
+                          f"distribution for torch, and under tf.distribute.MirroredStrategy train_on_batch does not "
+                          f"split the batch; use --backend jax (or --framework torch or numpy).")
     devices = keras.distribution.list_devices()
     if len(devices) < workers:
         raise ConfigError(f"--workers {workers} but jax sees {len(devices)} device(s); XLA_FLAGS must hold "
