@@ -96,9 +96,15 @@ def write_row(rows, t, row):
     return tf.tensor_scatter_nd_update(rows, tf.reshape(t, (1, 1)), row[None]), grad
 
 
-# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh);
-# ops.hard_sigmoid is relu6(z + 3) / 6, Keras 3's hard sigmoid
-RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": ops.hard_sigmoid}
+def hard_sigmoid(z):
+    """Keras 3's hard sigmoid, relu6(z + 3) / 6, as ops.hard_sigmoid computes it on every backend;
+    written out because on torch ops.hard_sigmoid is F.hardsigmoid, whose float64 gradient uses a
+    float32 1/6 (torch_impl/model.py)."""
+    return ops.relu6(z + 3) / 6
+
+
+# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh)
+RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 # --- layer over time

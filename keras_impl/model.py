@@ -85,10 +85,15 @@ def keep_float64():
     dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)
 
 
-# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh);
-# ops.hard_sigmoid is relu6(z + 3) / 6 on every backend (on torch, F.hardsigmoid: its float64
-# gradient uses a float32 1/6, see torch_impl/model.py)
-RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": ops.hard_sigmoid}
+def hard_sigmoid(z):
+    """Keras 3's hard sigmoid, relu6(z + 3) / 6, as ops.hard_sigmoid computes it on every backend;
+    written out because on torch ops.hard_sigmoid is F.hardsigmoid, whose float64 gradient uses a
+    float32 1/6 (torch_impl/model.py)."""
+    return ops.relu6(z + 3) / 6
+
+
+# the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh)
+RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 # --- step
@@ -130,7 +135,9 @@ def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmo
     x (B, T, in), hs (B, T, H). keras.layers.RNN runs the cell's loop (on each backend its own:
     tf.while_loop, jax.lax.scan, a python loop on torch); keras.layers.LSTM is the library's own."""
     if path == "layer":
-        return keras.layers.LSTM(hidden_size, recurrent_activation=recurrent_activation,
+        # "hard_sigmoid" would be ops.hard_sigmoid: the function above instead, for torch's float64
+        activation = hard_sigmoid if recurrent_activation == "hard_sigmoid" else recurrent_activation
+        return keras.layers.LSTM(hidden_size, recurrent_activation=activation,
                                  return_sequences=True, return_state=True, dtype=dtype)
     return keras.layers.RNN(LSTMCell(input_size, hidden_size, recurrent_activation, dtype=dtype),
                             return_sequences=True, return_state=True, dtype=dtype)

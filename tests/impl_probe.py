@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.batches import Batches, training_steps  # noqa: E402
+from common.batches import make_batches, training_steps  # noqa: E402
 from common.config import Config  # noqa: E402
 from common.frameworks import make_model  # noqa: E402
 from common.weights import init_weights  # noqa: E402
@@ -32,12 +32,14 @@ def probe_inputs(config, data_seed=0, train_steps=0):
     B, T, V, H = config.batch_size, config.seq_length, config.vocab_size, config.hidden_size
     x = rng.integers(0, V, size=(B, T))
     y = rng.integers(0, V, size=(B, T))
+    if config.target == "last":
+        y = y[:, -1:]  # (B, 1): the character after each window
     state = [(rng.uniform(-0.5, 0.5, (B, H)).astype(config.dtype),
               rng.uniform(-0.5, 0.5, (B, H)).astype(config.dtype)) for _ in range(config.num_layers)]
     # a text with a pattern, so that training moves the loss: "abcab..." with some noise
     n = B * T * max(train_steps, 1) + 1
     text = (np.arange(n) % V + (rng.random(n) < 0.1) * rng.integers(0, V, n)) % V
-    return x, y, state, Batches(text, B, T)
+    return x, y, state, make_batches(text, config)  # Batches, or Windows for target "last"
 
 
 def run_probe(framework, path, config, data_seed=0, train_steps=0):
@@ -53,7 +55,7 @@ def run_probe(framework, path, config, data_seed=0, train_steps=0):
         out[f"grad/{name}"] = np.asarray(g)
     losses = []
     for _, xb, yb, new_epoch in training_steps(batches, train_steps):
-        if new_epoch:
+        if new_epoch or not batches.carries_state:
             model.reset_state()
         losses.append(model.train_step(xb, yb))
     out["train_loss"] = np.array(losses, dtype=np.float64)
