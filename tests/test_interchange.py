@@ -1,5 +1,5 @@
-"""Checkpoints cross frameworks: a model trained by `rosetta train` in numpy, torch and keras is
-loaded by every framework and path, which must compute the same logits (float32, 1e-5) and the
+"""Checkpoints cross frameworks: a model trained by `rosetta train` in numpy, torch and keras (on
+TensorFlow and on JAX) is loaded by every framework and path, Keras on each of its three backends, which must compute the same logits (float32, 1e-5) and the
 same greedy sample; a checkpoint is refused by a model of another size or vocabulary.
 
 TensorFlow and PyTorch run only in subprocesses: three training runs (the command line), then
@@ -7,6 +7,7 @@ one loader process per framework that reads all three checkpoints.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden-size", "16", "--num-layers", "2", "--batch-size", "4", "--seq-length", "16",
         "--learning-rate", "0.01", "--seed", "5", "--dtype", "float32"]
 TEXT = "".join(f"{w} the quick brown fox jumps over the lazy dog.\n" for w in ("ONE", "TWO", "SIX") * 40)
-TRAINED_BY = {"numpy": "cell", "torch": "layer", "keras": "cell"}  # who trains, on which path
+TRAINED_BY = {"numpy": "cell", "torch": "layer", "keras": "cell", "keras@jax": "layer"}  # who trains, on which path
+LOADERS = ["torch", "keras@tensorflow", "keras@jax", "keras@torch"]  # Keras once per backend
+
+
+def split_name(name):
+    """'keras@jax' -> ('keras', {'KERAS_BACKEND': 'jax'}); 'torch' -> ('torch', {})."""
+    framework, _, backend = name.partition("@")
+    return framework, ({"KERAS_BACKEND": backend} if backend else {})
+
+
+def paths_of(name):
+    """The paths a loader runs: keras' "fast" is TensorFlow's only."""
+    framework, env = split_name(name)
+    return [p for p in PATHS[framework] if not (p == "fast" and env.get("KERAS_BACKEND", "tensorflow") != "tensorflow")]
 PRIME = "TWO the"
 
 LOADER = """
-import json, sys
+import json, os, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from common.checkpoint import load_checkpoint
@@ -40,7 +54,8 @@ from common.sampling import sample
 framework, checkpoints, x_file, out_file, prime = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 x = np.load(x_file)
 arrays, texts = {}, {}
-for path in PATHS[framework]:
+backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+for path in [p for p in PATHS[framework] if not (framework == "keras" and p == "fast" and backend != "tensorflow")]:
     for name, file in checkpoints.items():
         ckpt = load_checkpoint(file)
         model = make_model(framework, ckpt.config, ckpt.weights, path=path)
@@ -66,11 +81,13 @@ def checkpoints(tmp_path_factory):
     corpus = tmp / "tiny.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     procs = {}
-    for framework, path in TRAINED_BY.items():
-        cmd = [sys.executable, "-m", "common.cli", "train", "--framework", framework, "--path", path,
+    for name, path in TRAINED_BY.items():
+        framework, env = split_name(name)
+        backend = ["--backend", env["KERAS_BACKEND"]] if env else []
+        cmd = [sys.executable, "-m", "common.cli", "train", "--framework", framework, "--path", path, *backend,
                "--corpus", str(corpus), "--iters", "6", "--val-every", "0", "--sample-every", "0",
-               "--save", str(tmp / f"{framework}.safetensors"), "--threads", "1", *TINY]
-        procs[framework] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+               "--save", str(tmp / f"{name}.safetensors"), "--threads", "1", *TINY]
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     for framework, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"training {framework} failed:\n{stderr[-3000:]}"
@@ -93,11 +110,12 @@ def loaded(checkpoints, fixed_batch):
     x, x_file = fixed_batch
     names = json.dumps({k: str(v) for k, v in checkpoints.items()})
     procs = {}
-    for framework in ("torch", "keras"):
-        out = x_file.parent / f"loaded-{framework}.npz"
-        procs[framework] = (out, subprocess.Popen(
+    for loader in LOADERS:
+        framework, env = split_name(loader)
+        out = x_file.parent / f"loaded-{loader}.npz"
+        procs[loader] = (out, subprocess.Popen(
             [sys.executable, "-c", LOADER, str(ROOT), framework, names, str(x_file), str(out), PRIME],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **env}))
     results = {}
     for framework, (out, proc) in procs.items():
         stdout, stderr = proc.communicate(timeout=600)
@@ -114,7 +132,8 @@ def numpy_logits(file, x):
 
 def test_the_three_runs_trained_the_same_model_shape(checkpoints):
     vocab = Vocabulary.from_text(TEXT)
-    for framework, file in checkpoints.items():
+    for name, file in checkpoints.items():
+        framework, _ = split_name(name)
         ckpt = load_checkpoint(file, vocab=vocab)
         assert ckpt.framework == framework
         assert (ckpt.config.hidden_size, ckpt.config.num_layers, ckpt.config.dtype) == (16, 2, "float32")
@@ -123,11 +142,11 @@ def test_the_three_runs_trained_the_same_model_shape(checkpoints):
         assert moved > 1e-3, f"{framework}: the weights did not move from their initial values"
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.parametrize("framework", LOADERS)
 def test_every_framework_computes_the_same_logits_from_every_checkpoint(framework, checkpoints, fixed_batch, loaded):
     x, _ = fixed_batch
     arrays, _ = loaded[framework]
-    for path in PATHS[framework]:
+    for path in paths_of(framework):
         for name, file in checkpoints.items():
             expected = numpy_logits(file, x)
             got = arrays[f"logits/{path}/{name}"]
@@ -136,26 +155,26 @@ def test_every_framework_computes_the_same_logits_from_every_checkpoint(framewor
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5, err_msg=f"{framework}/{path} on {name}'s checkpoint")
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.parametrize("framework", LOADERS)
 def test_loading_then_get_weights_returns_the_checkpoint(framework, checkpoints, loaded):
     arrays, _ = loaded[framework]
-    for path in PATHS[framework]:
+    for path in paths_of(framework):
         for name, file in checkpoints.items():
             for w, value in load_checkpoint(file).weights.items():
                 np.testing.assert_array_equal(arrays[f"weights/{path}/{name}/{w}"], value, err_msg=f"{framework}/{path} {name} {w}")
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.parametrize("framework", LOADERS)
 def test_greedy_samples_agree_across_frameworks(framework, checkpoints, loaded):
     _, texts = loaded[framework]
     for name, file in checkpoints.items():
         ckpt = load_checkpoint(file)
         expected = sample(make_model("numpy", ckpt.config, ckpt.weights), ckpt.vocab, 40, top_k=1, prime=PRIME, seed=0)
-        for path in PATHS[framework]:
+        for path in paths_of(framework):
             assert texts[f"sample/{path}/{name}"] == expected, f"{framework}/{path} on {name}'s checkpoint"
 
 
-@pytest.mark.parametrize("framework", ["numpy", "torch", "keras"])
+@pytest.mark.parametrize("framework", ["numpy", *LOADERS])
 def test_a_model_of_another_size_refuses_the_weights(framework, checkpoints, loaded):
     for name, file in checkpoints.items():
         ckpt = load_checkpoint(file)
@@ -164,7 +183,7 @@ def test_a_model_of_another_size_refuses_the_weights(framework, checkpoints, loa
                 make_model("numpy", ckpt.config.replace(hidden_size=17), ckpt.weights)
             messages = [str(e.value)]
         else:
-            messages = [loaded[framework][1][f"refused/{path}/{name}"] for path in PATHS[framework]]
+            messages = [loaded[framework][1][f"refused/{path}/{name}"] for path in paths_of(framework)]
         for message in messages:
             assert "'lstm.0.W_x'" in message and f"({len(set(TEXT))}, 68)" in message, message
 
