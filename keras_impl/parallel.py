@@ -39,3 +39,25 @@ def data_parallel(cls, config, weights, path, workers):
                           f"--xla_force_host_platform_device_count={workers} before jax is imported.")
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices[:workers]))
     return cls(config, weights, path=path)
+
+
+def time_allreduce(num_elements, workers, reps=50):
+    """Seconds for the all-reduce XLA runs in a data-parallel step: a (workers, P) array sharded one
+    row per device, summed over its first axis into a replicated (P,) (what the partitioner inserts
+    for the gradients of P weights); the median of `reps` calls after a compiled warm-up."""
+    import time
+
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:workers]), ("batch",))
+    grads = jax.device_put(np.ones((workers, num_elements), np.float32), NamedSharding(mesh, PartitionSpec("batch")))
+    allreduce = jax.jit(lambda g: g.sum(axis=0), out_shardings=NamedSharding(mesh, PartitionSpec()))
+    allreduce(grads).block_until_ready()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        allreduce(grads).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
