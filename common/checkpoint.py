@@ -71,7 +71,7 @@ def check_training_state(tensors, config):
                                   f"written by this run's settings (optimizer {config.optimizer}).")
     for name in tensors:
         if name not in expected:
-            raise CheckpointError(f"the training state holds tensor {name!r}, which a {config.optimizer} run "
+            raise CheckpointError(f"the training state holds tensor {name!r}, which an {config.optimizer} run "
                                   f"of this config has no place for; resume with the settings it was saved with.")
         if tuple(np.shape(tensors[name])) != expected[name]:
             raise CheckpointError(f"tensor {name!r} of the training state has shape {tuple(np.shape(tensors[name]))}, "

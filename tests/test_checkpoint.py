@@ -222,3 +222,57 @@ def test_save_over_existing_and_into_new_folder(saved):
     assert load_checkpoint(deep).framework == "numpy"
     with pytest.raises(CheckpointError, match=r"is a folder; give a file name such as"):
         save_checkpoint(path.parent, new, VOCAB, config, "numpy")
+
+
+# ---------------------------------------------------------------------------------------------
+# The training state (common/training.py): saved beside the weights, set apart on load
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam"])
+def test_training_state_round_trip_and_set_apart(tmp_path, optimizer):
+    config = small("float32", optimizer=optimizer)
+    shapes = checkpoint.training_state_shapes(config)
+    assert ("optim.step" in shapes) == (optimizer == "adam")
+    assert {n.split("/")[0] for n in shapes} == {"sgd": set(), "adagrad": {"optim.sum"},
+                                                 "adam": {"optim.m", "optim.v", "optim.step"}}[optimizer] | {"state.h", "state.c"}
+    rng = np.random.default_rng(1)
+    state = {n: (np.array(7) if n == "optim.step" else rng.standard_normal(s).astype(np.float32)) for n, s in shapes.items()}
+    path = tmp_path / "m.safetensors"
+    run = {"step": 7, "epoch": 0, "batch": 7, "window_losses": [1.25, 0.1 + 0.2]}
+    save_checkpoint(path, init_weights(config), VOCAB, config, "numpy", state, run)
+    ckpt = load_checkpoint(path)
+    assert set(ckpt.weights) == set(init_weights(config)) and set(ckpt.training) == set(shapes)
+    for name, t in state.items():
+        np.testing.assert_array_equal(ckpt.training[name], t)
+        assert ckpt.training[name].shape == shapes[name]
+    assert ckpt.run == run  # floats through JSON exactly
+    assert load_checkpoint(path, config=config.replace(learning_rate=0.5)).training.keys() == state.keys()
+
+
+def test_a_checkpoint_without_training_state_loads_as_before(saved):
+    ckpt = load_checkpoint(saved[0])
+    assert ckpt.training == {} and ckpt.run is None
+
+
+def test_training_state_that_does_not_fit_is_named(tmp_path):
+    config = small(optimizer="adam")
+    state = {n: np.zeros(s) for n, s in checkpoint.training_state_shapes(config).items()}
+    del state["optim.v/head.b"]
+    with pytest.raises(CheckpointError, match=r"the training state lacks tensor 'optim\.v/head\.b'"):
+        save_checkpoint(tmp_path / "m.safetensors", init_weights(config), VOCAB, config, "numpy", state)
+    state = {n: np.zeros(s) for n, s in checkpoint.training_state_shapes(config).items()}
+    state["optim.sum/head.b"] = np.zeros(11)
+    with pytest.raises(CheckpointError, match=r"holds tensor 'optim\.sum/head\.b', which an adam run"):
+        checkpoint.check_training_state(state, config)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_peek_metadata_says_what_a_file_is(saved, tmp_path):
+    assert checkpoint.peek_metadata(saved[0])["framework"] == "torch"
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.txt, which is not a checkpoint"):
+        checkpoint.peek_metadata(text)
+    foreign = tmp_path / "f.safetensors"
+    safetensors.numpy.save_file({"a": np.zeros(1)}, foreign)
+    with pytest.raises(CheckpointError, match="a safetensors file that lstm-rosetta did not write"):
+        checkpoint.peek_metadata(foreign)
