@@ -38,6 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
+from common import runtime
 from common.frameworks import THREAD_VARIABLES
 
 
@@ -47,9 +48,10 @@ from common.frameworks import THREAD_VARIABLES
 # pages, every step: torch-layer measured 17,650 page faults and 30 ms of system time in a 53 ms
 # step, or no faults and 30 ms a step, depending on how the threshold had moved in that process.
 # Fixed at its largest value (32 MiB) and with no trimming, every framework's freed memory serves
-# its next step. run.py and levers.py set this for every worker alike (--malloc steady).
-STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
-MALLOC_CHOICES = ("steady", "default")
+# its next step. run.py and levers.py set this for every worker alike (--malloc steady), and
+# `rosetta train` and `sample` set the same values at start-up (common/runtime.py, one source).
+STEADY_MALLOC = {name: str(value) for name, value in runtime.STEADY_MALLOC.items()}
+MALLOC_CHOICES = runtime.MALLOC_CHOICES
 
 
 def malloc_env(malloc):

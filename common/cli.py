@@ -12,7 +12,8 @@ during training stops after the current step, saves the state (atomically) and e
 128 + the signal (130, 143, 129). The loop itself is common/training.py.
 
 This file imports no framework: the chosen one is imported by common.frameworks.make_model,
-after --threads has set the thread environment variables it reads at import.
+after common/runtime.py has set the threads (--threads, or the cores that are free), passive
+waiting and the allocator (--malloc) that it reads at import.
 """
 
 import argparse
@@ -20,10 +21,14 @@ import os
 import sys
 from pathlib import Path
 
-from common.batches import make_batches, split
-from common.config import add_config_args, config_from_args
-from common.errors import ConfigError, RosettaError
-from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, check_backend,
+from common import runtime
+
+runtime.set_passive_waiting()  # before numpy's OpenBLAS loads (below) and reads OPENBLAS_THREAD_TIMEOUT
+
+from common.batches import make_batches, split  # noqa: E402 (after the waiting policy)
+from common.config import add_config_args, config_from_args  # noqa: E402
+from common.errors import ConfigError, RosettaError  # noqa: E402
+from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, check_backend,  # noqa: E402
                                check_framework, make_model, model_class, use_backend)
 
 
@@ -71,7 +76,12 @@ def add_model_args(parser):
                         help=f"Keras 3 backend for --framework keras: {', '.join(KERAS_BACKENDS)} "
                              f"(default {DEFAULT_KERAS_BACKEND})")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                        help="CPU threads for the framework and BLAS (default: the framework's own choice)")
+                        help="CPU threads for the framework and BLAS (default: the cores other processes leave "
+                             "free, measured at start-up; common/runtime.py)")
+    parser.add_argument("--malloc", choices=runtime.MALLOC_CHOICES, default="steady",
+                        help="steady: glibc keeps the memory a step frees for the next step (mmap threshold "
+                             "32 MiB, trim threshold 1 GiB, set with mallopt at start-up); default: glibc's own "
+                             "thresholds (default steady)")
 
 
 def build_parser(preset_defaults=None):
@@ -212,7 +222,7 @@ def train(args):
         check_backend(args.backend)  # an unknown backend is refused before any slow work
     config_from_args(args)  # a bad --hidden-size etc. is refused before the corpus is read
     check_save_path(args.save, corpus=args.corpus, log=args.log)  # before anything is read or trained
-    warn_threads(args.threads)
+    warn_threads(getattr(args, "threads_given", args.threads))
     corpus = load_corpus(args.corpus, reduced=args.reduced)
     if args.resume:
         ckpt, config, start = resume_point(args.resume, corpus.vocab, lambda saved: config_from_args(args, **saved.to_dict()))
@@ -328,6 +338,9 @@ def main(argv=None):
 
             args = build_parser(preset(args.preset)).parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers starts its workers with them
+        if args.command in ("train", "sample"):  # threads, waiting and allocator, before a framework loads
+            args.threads_given = args.threads
+            args.threads = runtime.prepare(args.threads, args.malloc)
         return COMMANDS[args.command](args)
     except RosettaError as e:
         print(f"rosetta: error: {e}", file=sys.stderr, flush=True)
