@@ -13,37 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import ConfigError
-from common.checkpoint import check_training_state
 from common.weights import check_weights
+from torch_impl import plumbing
 
 PATHS = ("layer", "cell")
 
 
 # --- helpers
-# torch helpers: the optimizer, and the way out of a tensor
-
-def make_optimizer(config, params):
-    """torch.optim's own optimizer for config.optimizer; clipping is a separate call in train_step.
-
-    Its formulas are numpy_impl.optim's default ("pytorch"): Adam lr * m_hat / (sqrt(v_hat) + eps),
-    Adagrad lr * g / (sqrt(s) + eps).
-    """
-    lr = config.learning_rate
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    if config.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=0.0, eps=1e-10)
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
-
-
-def to_numpy(t):
-    """A numpy copy of tensor t (never a view that a later update would change)."""
-    return t.detach().numpy().copy()
-
+# torch helpers: hard_sigmoid written out, the optimizer, and the way out of a tensor
 
 def hard_sigmoid(z):
-    """Keras 3's hard sigmoid, relu6(z + 3) / 6. F.hardsigmoid computes the same values, but its
-    backward multiplies by 1/6 rounded to float32, even in a float64 model."""
+    """Keras 3's hard sigmoid, relu6(z + 3) / 6: 0 up to z = -3, 1 from z = 3, a line between.
+    F.hardsigmoid computes the same values, but its backward multiplies by a float32 1/6."""
     return F.relu6(z + 3) / 6
 
 
@@ -51,15 +32,32 @@ def hard_sigmoid(z):
 RECURRENT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
+def make_optimizer(config, params):
+    """torch.optim's own optimizer for config.optimizer; clipping is a separate call in train_step.
+
+    Its formulas are numpy_impl.optim's default ("pytorch"): Adam lr * m_hat / (sqrt(v_hat) + eps),
+    Adagrad lr * g / (sqrt(s) + eps).
+    """
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.learning_rate)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=config.learning_rate, initial_accumulator_value=0.0, eps=1e-10)
+    return torch.optim.Adam(params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+
+
+def to_numpy(t):
+    """A numpy copy of tensor t (never a view that a later update would change)."""
+    return t.detach().numpy().copy()
+
+
 # --- step
 # One time step of one layer, in rows like the interface: h, c (B, H); gates i, f, g, o stacked
 # along the last axis of z (B, 4H):
 #   z = x_t @ W_x + h_prev @ W_h + b ;  c = f * c_prev + i * g ;  h = o * tanh(c)
-# (numpy_impl/fast.py's columns layout was tried here too and gained too little to keep a second
-# torch cell: the README's performance section has the figures)
+# (numpy_impl/fast.py's columns layout gained too little here: README, performance section)
 
 class LSTMCell(nn.Module):
-    """One step. W_x (D, 4H), W_h (H, 4H), b (4H,): parameters, filled by CharLSTM from the weights."""
+    """One step. W_x (D, 4H), W_h (H, 4H), b (4H,): made here, filled by CharLSTM from the weights."""
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
         super().__init__()
@@ -72,11 +70,12 @@ class LSTMCell(nn.Module):
         """x_t (B, D); state (h_prev, c_prev), each (B, H). Returns h, c (B, H)."""
         h_prev, c_prev = state
         H = h_prev.shape[1]
+        sigma = self.sigma
         z = x_t @ self.W_x + h_prev @ self.W_h + self.b  # (B, 4H)
-        i = self.sigma(z[:, :H])
-        f = self.sigma(z[:, H:2 * H])
+        i = sigma(z[:, :H])
+        f = sigma(z[:, H:2 * H])
         g = torch.tanh(z[:, 2 * H:3 * H])
-        o = self.sigma(z[:, 3 * H:])
+        o = sigma(z[:, 3 * H:])
         c = f * c_prev + i * g
         tanh_c = torch.tanh(c)
         h = o * tanh_c
@@ -119,33 +118,30 @@ class CharLSTM:
         self.config, self.path = config, path
         self.dtype = getattr(torch, config.dtype)
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> torch parameter, in torch's own layout (see interchange)
-        if path == "layer":
+        # params: interchange name -> torch parameter, updated in place by the optimizer
+        self.params = {}
+        if path == "layer":  # nn.LSTM: all L layers in one module, each W stored (out, in), b in two
             self.lstm = nn.LSTM(V, H, num_layers=L, batch_first=True, dtype=self.dtype)
-            self.head = nn.Linear(H, V, dtype=self.dtype)
-            self.params = {}
             for l in range(L):
-                self.params[f"lstm.{l}.W_x"] = getattr(self.lstm, f"weight_ih_l{l}")
-                self.params[f"lstm.{l}.W_h"] = getattr(self.lstm, f"weight_hh_l{l}")
-                self.params[f"lstm.{l}.b"] = getattr(self.lstm, f"bias_ih_l{l}")
-                # frozen at 0: b = bias_ih + bias_hh, and training both would move b twice
-                # as far as the other frameworks do and count its gradient twice when clipping
+                W_x, W_h, b = (getattr(self.lstm, f"{w}_l{l}") for w in ("weight_ih", "weight_hh", "bias_ih"))
+                self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
+                # bias_hh frozen at 0: training both halves of b would move it twice as far
                 getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False).zero_()
+            self.head = nn.Linear(H, V, dtype=self.dtype)
             self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
         else:
-            self.layers = nn.ModuleList([LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
-                                         for l in range(L)])
-            self.params = {}
-            for l, layer in enumerate(self.layers):
-                self.params[f"lstm.{l}.W_x"] = layer.cell.W_x
-                self.params[f"lstm.{l}.W_h"] = layer.cell.W_h
-                self.params[f"lstm.{l}.b"] = layer.cell.b
+            self.layers = nn.ModuleList()
+            for l in range(L):
+                lstm = LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
+                self.layers.append(lstm)
+                W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
+                self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
             self.params["head.W"] = nn.Parameter(torch.empty((H, V), dtype=self.dtype))
             self.params["head.b"] = nn.Parameter(torch.empty((V,), dtype=self.dtype))
         with torch.no_grad():  # a copy into each parameter, through the transposed view if any
             for name, p in self.params.items():
                 self.interchange(p).copy_(torch.as_tensor(np.asarray(weights[name])))
-        self.optimizer = make_optimizer(config, list(self.params.values()))
+        self.optimizer = make_optimizer(config, list(self.params.values()))  # torch.optim: SGD, Adagrad, Adam
         self.reset_state()
 
     def interchange(self, t):
@@ -174,8 +170,7 @@ class CharLSTM:
         state = [(torch.as_tensor(h, dtype=self.dtype), torch.as_tensor(c, dtype=self.dtype)) for h, c in state]
         hs = F.one_hot(x, V).to(self.dtype)  # (B, T, V): the input of layer 0, one-hot
         if self.path == "layer":  # nn.LSTM runs all L layers in one call, its state stacked (L, B, H)
-            h, c = torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])
-            hs, (h, c) = self.lstm(hs, (h, c))  # (B, T, H) from the last layer
+            hs, (h, c) = self.lstm(hs, (torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])))
             return self.head(hs), list(zip(h.unbind(0), c.unbind(0)))
         new_state = []
         for l, (h, c) in enumerate(state):
@@ -193,10 +188,10 @@ class CharLSTM:
     # --- loss
     def loss(self, x, y, state):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
-        ("last", y (B, 1)): a tensor autograd can differentiate, and the new state."""
+        ("last", y (B, 1)), the new state, and a graph autograd can walk back."""
         logits, new_state = self.run(x, state)
-        if self.config.target == "last":
-            logits = logits[:, -1:]  # (B, 1, V): many-to-one, the loss sees the last position only
+        if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
+            logits = logits[:, -1:]  # (B, 1, V)
         y = torch.as_tensor(np.asarray(y), dtype=torch.long)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         return loss, new_state
@@ -235,35 +230,9 @@ class CharLSTM:
         return loss.item()
 
     def get_training_state(self):
-        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray,
-        the optimizer's state ("optim.m/lstm.0.W_x", "optim.v/...", "optim.sum/..." for Adagrad,
-        "optim.step") and the carried state ("state.h/0", "state.c/0", ...), interchange layout."""
-        slots = {"sgd": {}, "adagrad": {"sum": "sum"}, "adam": {"m": "exp_avg", "v": "exp_avg_sq"}}[self.config.optimizer]
-        tensors = {}
-        for name, p in self.params.items():
-            state = self.optimizer.state[p]  # empty before Adam's first step: zeros
-            for slot, key in slots.items():
-                tensors[f"optim.{slot}/{name}"] = to_numpy(self.interchange(state.get(key, torch.zeros_like(p))))
-        if self.config.optimizer == "adam":
-            steps = [int(self.optimizer.state[p].get("step", 0)) for p in self.params.values()]
-            tensors["optim.step"] = np.array(steps[0], np.int64)
-        for l, (h, c) in enumerate(self.state):
-            tensors[f"state.h/{l}"], tensors[f"state.c/{l}"] = to_numpy(h), to_numpy(c)
-        return tensors
+        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""
+        return plumbing.get_training_state(self)  # plumbing.py beside this file
 
     def set_training_state(self, tensors):
         """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
-        check_training_state(tensors, self.config)
-        slots = {"sgd": {}, "adagrad": {"sum": "sum"}, "adam": {"m": "exp_avg", "v": "exp_avg_sq"}}[self.config.optimizer]
-        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # torch.optim's step
-        with torch.no_grad():
-            for name, p in self.params.items():
-                state = self.optimizer.state[p]
-                for slot, key in slots.items():
-                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    self.interchange(state[key]).copy_(torch.as_tensor(tensors[f"optim.{slot}/{name}"]))
-                if self.config.optimizer == "adam":
-                    state["step"] = torch.tensor(float(tensors["optim.step"]), dtype=scalar)
-        self.state = [(torch.as_tensor(np.array(tensors[f"state.h/{l}"]), dtype=self.dtype),
-                       torch.as_tensor(np.array(tensors[f"state.c/{l}"]), dtype=self.dtype))
-                      for l in range(self.config.num_layers)]
+        plumbing.set_training_state(self, tensors)
