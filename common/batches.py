@@ -81,6 +81,7 @@ class Batches:
         self.x = data[starts + np.arange(n)]       # (B, n)
         self.y = data[starts + np.arange(n) + 1]   # (B, n) targets: one character on
         self.batch_size, self.seq_length = B, T
+        self.data = data  # the whole text, for common/evaluation.py's validation
 
     def __len__(self):
         return self.num_batches

@@ -20,7 +20,9 @@ OPTIMIZERS = ("sgd", "adagrad", "adam")
 DTYPES = ("float32", "float64")
 TARGETS = ("all", "last")
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
-CHOICES = {"optimizer": OPTIMIZERS, "dtype": DTYPES, "target": TARGETS, "recurrent_activation": RECURRENT_ACTIVATIONS}
+SCHEDULES = ("constant", "cosine")  # common/schedule.py
+CHOICES = {"optimizer": OPTIMIZERS, "dtype": DTYPES, "target": TARGETS, "recurrent_activation": RECURRENT_ACTIVATIONS,
+           "schedule": SCHEDULES}
 
 
 @dataclass
@@ -46,9 +48,19 @@ class Config:
     window_stride: int = field(default=1, metadata={"help": "characters between the starts of consecutive windows, with --target last"})
     # the activation of the i, f and o gates; hard_sigmoid is Keras 3's relu6(x + 3) / 6
     recurrent_activation: str = field(default="sigmoid", metadata={"help": "sigmoid or hard_sigmoid (Keras 3's relu6(x + 3) / 6), for the i, f and o gates"})
+    # Zaremba et al.'s dropout, masks from common/dropout.py (the same in every framework)
+    dropout: float = field(default=0.0, metadata={"help": "dropout probability on the input of each LSTM layer above the first and of the head; 0 is off"})
+    # common/schedule.py: linear warm-up, then cosine decay to learning_rate * lr_floor
+    schedule: str = field(default="constant", metadata={"help": "constant or cosine (decay to --lr-floor after the warm-up)"})
+    warmup_steps: int = field(default=0, metadata={"help": "steps of linear learning-rate warm-up from learning_rate / W; 0 is none"})
+    decay_steps: int = field(default=0, metadata={"help": "the step where the cosine reaches its floor; 0: the run's --iters"})
+    lr_floor: float = field(default=0.1, metadata={"help": "the cosine's floor as a fraction of learning_rate"})
+    # the zero state is otherwise seen only at epoch starts, so a model never learns to start from it
+    # (README: Baselines): zeroing the carried state at random steps teaches it
+    state_resets: float = field(default=0.0, metadata={"help": "probability of zeroing the carried state before a training step; 0 only at epoch starts"})
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "seed", "window_stride"):
+        for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "seed", "window_stride", "warmup_steps", "decay_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{name} must be a whole number, got {value!r}.")
@@ -56,11 +68,14 @@ class Config:
         for name in ("vocab_size", "hidden_size", "num_layers", "batch_size", "seq_length", "window_stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("warmup_steps", "decay_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}.")
         if self.vocab_size < 2:
             raise ConfigError(f"vocab_size must be at least 2 (a language model needs a choice), got {self.vocab_size}.")
         if self.seed < 0:
             raise ConfigError(f"seed must be 0 or more, got {self.seed}.")
-        for name in ("learning_rate", "clip_norm", "clip_value"):
+        for name in ("learning_rate", "clip_norm", "clip_value", "dropout", "lr_floor", "state_resets"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}.")
@@ -71,6 +86,12 @@ class Config:
             raise ConfigError(f"clip_norm must be 0 (off) or a positive norm, got {self.clip_norm}.")
         if self.clip_value < 0:
             raise ConfigError(f"clip_value must be 0 (off) or a positive bound, got {self.clip_value}.")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be at least 0 and below 1, got {self.dropout}.")
+        if not 0 <= self.lr_floor <= 1:
+            raise ConfigError(f"lr_floor must be between 0 and 1 (a fraction of learning_rate), got {self.lr_floor}.")
+        if not 0 <= self.state_resets <= 1:
+            raise ConfigError(f"state_resets must be a probability between 0 and 1, got {self.state_resets}.")
         if self.clip_value > 0 and self.clip_norm > 0:
             raise ConfigError(
                 f"clip_value {self.clip_value:g} and clip_norm {self.clip_norm:g} cannot both be on "

@@ -163,6 +163,7 @@ def check_same_run(save, corpus, config, force=False, resume=None):
         metadata = peek_metadata(path)
         run = json.loads(metadata.get("training", "null")) or {}
         saved = json.loads(metadata["config"])
+        saved = {**type(config)().to_dict(), **saved}  # fields newer than the file: their defaults
         differ = [f"{k} {saved.get(k)} (now {v})" for k, v in config.to_dict().items() if saved.get(k) != v]
         if json.loads(metadata["vocab"]) != corpus.vocab.chars or run.get("corpus", corpus.name) != corpus.name:
             differ.insert(0, f"corpus {run.get('corpus', 'with another vocabulary')} (now {corpus.name})")
@@ -217,8 +218,15 @@ def resume_point(path, vocab, make_config):
 # The loop's parts
 
 def validation_loss(model, batches, max_batches=VAL_BATCHES):
-    """Mean cross-entropy over the first batches of the validation text: streams with the state
-    carried from zeros, or windows (target "last") each from zeros and scored at its last position."""
+    """The quick validation loss. Streams: common/evaluation.py's text_loss over B windows spread
+    over the whole validation text, each warmed over the characters before it (a zero state read
+    cold scored far above the whole-text figure); windows (target "last"): the first batches, each
+    window from zeros and scored at its last position, as in training."""
+    if batches.carries_state and getattr(batches, "data", None) is not None:
+        from common.evaluation import text_loss
+
+        B, T = batches.batch_size, batches.seq_length
+        return text_loss(model, batches.data, streams=B, per_span=max_batches * T, chunk=T).nats
     state, total, n = None, 0.0, min(len(batches), max_batches)
     for k in range(n):
         x, y = batches[k]
@@ -388,10 +396,11 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
                     break
                 epoch, k = divmod(step, len(batches))
                 x, y = batches.batch(k, epoch)
-                if k == 0 or not batches.carries_state:  # a new epoch; windows: every step from zeros
+                if k == 0 or not batches.carries_state or reset_here(config, step):  # a new epoch; windows: every step
                     model.reset_state()
+                extra = step_options(config, step, plan.iters)  # dropout masks, scheduled lr: only when on
                 t_step = time.perf_counter()
-                loss = model.train_step(x, y)
+                loss = model.train_step(x, y, **extra)
                 seconds = time.perf_counter() - t_step
                 window_time += seconds
                 window_losses.append(loss)
@@ -445,6 +454,28 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
               f"{save_on_stop(done)}.", file=sys.stderr, flush=True)
         return 128 + stop.signum
     return 0
+
+
+def reset_here(config, step):
+    """config.state_resets: whether the carried state is zeroed before `step`, drawn from (seed, step)
+    so that a resumed run resets where the uninterrupted one did. Without it a model sees the zero
+    state only at epoch starts and reads badly from it (common/evaluation.py)."""
+    return config.state_resets > 0 and np.random.default_rng([config.seed, 0x5E7, step]).random() < config.state_resets
+
+
+def step_options(config, step, iters):
+    """The keywords of train_step at `step`: masks= (common/dropout.py) when config.dropout > 0,
+    learning_rate= (common/schedule.py) when the schedule changes the rate; {} by default, so every
+    CharLSTM, including the --workers wrappers, keeps DESIGN.md's train_step(x, y)."""
+    from common.dropout import dropout_masks
+    from common.schedule import learning_rate, scheduled
+
+    extra = {}
+    if config.dropout:
+        extra["masks"] = dropout_masks(config, step)
+    if scheduled(config):
+        extra["learning_rate"] = learning_rate(config, step, iters)
+    return extra
 
 
 def time_left(t0, deadline, first, done, iters):

@@ -47,6 +47,11 @@ def cross_entropy(logits, y):
     return float(loss), dlogits
 
 
+def columns(mask):
+    """A dropout mask (B, T, H) of common/dropout.py in this file's layout, (T, H, B)."""
+    return np.asarray(mask).transpose(1, 2, 0)
+
+
 def split_gates(a):
     """The four (H, B) row blocks i, f, g, o of a (4H, B) array (views; also of (T, 4H, B))."""
     H = a.shape[-2] // 4
@@ -232,9 +237,10 @@ class CharLSTM:
         return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
     # --- forward
-    def run(self, x, state):
+    def run(self, x, state, masks=None):
         """Forward: logits (B, T, V), the new state [(h, c)] per layer, and the caches for backward.
-        The logits and the caches live in the model's Buffers: valid until the next run."""
+        The logits and the caches live in the model's Buffers: valid until the next run.
+        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
         x = np.asarray(x)
         (B, T), H = x.shape, self.config.hidden_size
         if state is None:
@@ -253,11 +259,18 @@ class CharLSTM:
                 np.matmul(np.ascontiguousarray(W_x.T), hs, out=xz)  # all steps in one call
                 xz += b[:, None]
             hs, h, c, cache = lstm_forward(xz, h, c, W_h, gate_constants(H, B, self.dtype), keep)  # hs (T, H, B)
+            if masks is not None:  # dropout on the input of layer l + 1 or the head: a new array, the cache keeps hs
+                hs = hs * columns(masks[l])
             new_state.append((h.T.copy(), c.T.copy()))  # rows (B, H) again, for the caller
             caches.append(cache)
         logits = np.matmul(self.params["head.W"].T, hs, out=self.buffers("logits", (T, self.config.vocab_size, B), self.dtype))
         logits += self.params["head.b"][:, None]  # (T, V, B)
         return logits.transpose(2, 0, 1), new_state, caches  # (B, T, V) view of the columns
+
+    def dropped(self, caches, l, masks):
+        """Layer l's output as the next layer (or the head) read it: (T, H, B), masked when masks."""
+        hs = caches[l][0][1:]
+        return hs if masks is None else hs * columns(masks[l])
 
     def forward(self, x, state=None):
         """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
@@ -265,35 +278,37 @@ class CharLSTM:
         return logits.copy(), new_state
 
     # --- loss
-    def loss(self, x, y, state):
+    def loss(self, x, y, state, masks=None):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
         ("last", y (B, 1)), the new state, and what backward needs."""
-        logits, new_state, caches = self.run(x, state)
+        logits, new_state, caches = self.run(x, state, masks)
         if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
             loss, dlast = cross_entropy(logits[:, -1:], y)  # dlast (1, V, B)
             dlogits = np.zeros(logits.shape[1:] + logits.shape[:1], self.dtype)  # (T, V, B), backward's columns
             dlogits[-1:] = dlast
         else:
             loss, dlogits = cross_entropy(logits, y)
-        return loss, new_state, (dlogits, caches)
+        return loss, new_state, (dlogits, caches, masks)
 
     def evaluate(self, x, y, state=None):
         """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
         return self.loss(x, y, state)[0]
 
     # --- gradients
-    def backward(self, x, dlogits, caches):
+    def backward(self, x, dlogits, caches, masks=None):
         """What autograd does in torch and keras: every weight's gradient, walking run in reverse.
 
-        dlogits: (T, V, B) from cross_entropy; caches: one per layer from run.
+        dlogits: (T, V, B) from cross_entropy; caches: one per layer from run; masks: run's dropout.
         """
         x = np.asarray(x)
         V, L, keep = self.config.vocab_size, self.config.num_layers, self.buffers
-        hs = caches[-1][0][1:]  # (T, H, B) from the last layer
+        hs = self.dropped(caches, L - 1, masks)  # (T, H, B) from the last layer, as the head read it
         T, H, B = hs.shape
         h_all = keep("h_all", (H, T * B), self.dtype)  # over_time's copies of hs, one at a time
         grads = {"head.W": over_time(hs, h_all) @ over_time(dlogits).T, "head.b": dlogits.sum(axis=(0, 2))}
         dhs = np.matmul(self.params["head.W"], dlogits, out=keep("dhs", (T, H, B), self.dtype))
+        if masks is not None:
+            dhs = dhs * columns(masks[L - 1])  # through the head's dropout
         for l in reversed(range(L)):
             hs = caches[l][0]  # (T + 1, H, B): the inputs h_{t-1} of W_h
             dz = lstm_backward(dhs, caches[l], self.params[f"lstm.{l}.W_h"], gate_constants(H, B, self.dtype), keep)
@@ -304,25 +319,30 @@ class CharLSTM:
                 one_hot = np.eye(V, dtype=self.dtype)[x.T.reshape(-1)]  # (T * B, V), over_time's order
                 grads["lstm.0.W_x"] = one_hot.T @ dz_all.T  # a BLAS product, not np.add.at (lever "one-hot product")
             else:
-                grads[f"lstm.{l}.W_x"] = over_time(caches[l - 1][0][1:], h_all) @ dz_all.T
+                grads[f"lstm.{l}.W_x"] = over_time(self.dropped(caches, l - 1, masks), h_all) @ dz_all.T
                 dhs = np.matmul(self.params[f"lstm.{l}.W_x"], dz_all, out=keep("dhs_all", (H, T * B), self.dtype))
                 dhs = dhs.reshape(H, T, B).swapaxes(0, 1)  # (T, H, B) view: one product, not T
+                if masks is not None:
+                    dhs = dhs * columns(masks[l - 1])  # through the dropout on layer l's input
         return {name: grads[name] for name in self.params}
 
-    def gradients(self, x, y, state=None):
-        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
-        loss, _, cache = self.loss(x, y, state)
+    def gradients(self, x, y, state=None, masks=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
+        loss, _, cache = self.loss(x, y, state, masks)
         grads = self.backward(x, *cache)  # by hand: torch and keras differentiate the loss
         return grads
 
     # --- train step
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None, learning_rate=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state
-        (truncated BPTT); with target "last" every call starts from zeros."""
+        (truncated BPTT); with target "last" every call starts from zeros.
+        masks: common/dropout.py's dropout masks; learning_rate: this step's (common/schedule.py)."""
         if self.config.target == "last":
             self.reset_state()  # many-to-one: every window from a zero state, nothing carried
-        loss, new_state, cache = self.loss(x, y, self.state)
+        if learning_rate is not None:
+            self.optimizer.lr = learning_rate
+        loss, new_state, cache = self.loss(x, y, self.state, masks)
         grads = self.backward(x, *cache)
         if self.config.clip_norm > 0:
             grads, _ = self.clip(grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own
