@@ -231,21 +231,24 @@ class CharLSTM:
         return x, state
 
     # --- forward
-    def run(self, x, state):
-        """Forward, inside a graph: logits (B, T, V) and the new state [(h, c)] per layer."""
+    def run(self, x, state, masks=None):
+        """Forward, inside a graph: logits (B, T, V) and the new state [(h, c)] per layer.
+        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
         hs = x  # (B, T) ids: layer 0 gathers rows of W_x (one-hot x_t @ W_x)
         new_state = []
         for l, (h, c) in enumerate(state):
             hs, h, c = self.lstms[l](hs, initial_state=[h, c])  # hs (B, T, H): keras layers are batch-major
+            if masks is not None:
+                hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
             new_state.append((h, c))
         logits = self.head(hs)  # (B, T, V)
         return logits, new_state
 
     # --- loss
-    def loss(self, x, y, state):
+    def loss(self, x, y, state, masks=None):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
         ("last", y (B, 1)): a tensor the tape can differentiate, and the new state."""
-        logits, new_state = self.run(x, state)
+        logits, new_state = self.run(x, state, masks)
         if self.config.target == "last":
             logits = logits[:, -1:]  # (B, 1, V): many-to-one, the loss sees the last position only
         loss = ops.mean(ops.sparse_categorical_crossentropy(y, logits, from_logits=True))
@@ -272,32 +275,39 @@ class CharLSTM:
         return self.loss(x, y, state)[0]
 
     # --- gradients
-    def gradients(self, x, y, state=None):
-        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
+    def gradients(self, x, y, state=None, masks=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
         x, state = self.to_tensors(x, state)
-        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state)
+        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state, self.mask_tensors(masks))
         return {name: g.numpy() for name, g in zip(self.params, grads)}
 
-    def gradients_graph(self, x, y, state):
+    def mask_tensors(self, masks):
+        return None if masks is None else [tf.convert_to_tensor(m, self.dtype) for m in masks]
+
+    def gradients_graph(self, x, y, state, masks=None):
         self.traces["gradients"] += 1
         with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
-            loss, _ = self.loss(x, y, state)
+            loss, _ = self.loss(x, y, state, masks)
         return dense(tape.gradient(loss, self.variables))
 
     # --- train step
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None, learning_rate=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state
-        (truncated BPTT); with target "last" every call starts from zeros."""
+        (truncated BPTT); with target "last" every call starts from zeros.
+        masks: common/dropout.py's dropout masks; learning_rate: this step's (common/schedule.py)."""
         if self.config.target == "last":
             self.reset_state()  # many-to-one: every window from a zero state, nothing carried
-        loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state)
+        if learning_rate is not None:
+            self.optimizer.learning_rate = learning_rate  # assigned to its variable, which the graph reads
+        loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state,
+                                                     self.mask_tensors(masks))
         return float(loss)
 
-    def train_step_graph(self, x, y, state):
+    def train_step_graph(self, x, y, state, masks=None):
         self.traces["train_step"] += 1
         with tf.GradientTape() as tape:
-            loss, new_state = self.loss(x, y, state)
+            loss, new_state = self.loss(x, y, state, masks)
         grads = dense(tape.gradient(loss, self.variables))
         self.optimizer.apply(grads, self.variables)  # clips, then steps
         return loss, new_state  # out of the graph no tape follows new_state: detached by construction

@@ -22,7 +22,9 @@ from impl_probe import probe_inputs
 
 from common.batches import training_steps
 from common.config import Config
+from common.dropout import dropout_masks
 from common.frameworks import PATHS, model_class
+from common.training import step_options
 from common.weights import init_weights
 
 SMALL = dict(vocab_size=11, hidden_size=12, num_layers=2, batch_size=3, seq_length=5,
@@ -55,8 +57,12 @@ for n, (kind, path, config) in enumerate(cases):
 """
 
 
-def config(dtype="float64", optimizer="adam"):
-    return Config(**SMALL, dtype=dtype, optimizer=optimizer)
+# issue 18: dropout on every layer's output and a warm-up + cosine schedule, passed as the loop does
+REGULARIZED = dict(dropout=0.3, schedule="cosine", warmup_steps=3, decay_steps=8, lr_floor=0.2)
+
+
+def config(dtype="float64", optimizer="adam", **extra):
+    return Config(**{**SMALL, **extra}, dtype=dtype, optimizer=optimizer)
 
 
 def numpy_reference(config, formula, train_steps=STEPS, data_seed=0, path="cell"):
@@ -68,17 +74,19 @@ def numpy_reference(config, formula, train_steps=STEPS, data_seed=0, path="cell"
     out = {"logits": logits, "loss": np.array(model.evaluate(x, y, state=state))}
     for l, (h, c) in enumerate(new_state):
         out[f"state_h{l}"], out[f"state_c{l}"] = h, c
-    for name, g in model.gradients(x, y, state=state).items():
+    masks = dropout_masks(config, 0)
+    for name, g in model.gradients(x, y, state=state, **({"masks": masks} if masks else {})).items():
         out[f"grad/{name}"] = g
     losses, norms, carried = [], [], None
-    for _, xb, yb, new_epoch in training_steps(batches, train_steps):
+    for step, xb, yb, new_epoch in training_steps(batches, train_steps):
         if new_epoch or not batches.carries_state:  # target "last": every window from zeros
             model.reset_state()
             carried = None
-        grads = model.gradients(xb, yb, state=carried)  # what train_step is about to clip
-        norms.append(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values())))
+        extra = step_options(config, step, train_steps)  # dropout masks, scheduled lr: as common/training.py
+        grads = model.gradients(xb, yb, state=carried, **({"masks": extra["masks"]} if "masks" in extra else {}))
+        norms.append(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values())))  # before clipping
         carried = model.forward(xb, state=carried)[1]
-        losses.append(model.train_step(xb, yb))
+        losses.append(model.train_step(xb, yb, **extra))
     out["train_loss"], out["grad_norm"] = np.array(losses), np.array(norms)
     for name, w in model.get_weights().items():
         out[f"weights/{name}"] = w
@@ -103,6 +111,35 @@ def run_cases(tmp, framework, formula, paths=None, env=None):
             results[("numpy", path, dtype, optimizer)] = numpy_reference(config(dtype, optimizer), formula, path=path)
         results[("numpy", None, dtype, optimizer)] = results[("numpy", "cell", dtype, optimizer)]
     return results
+
+
+def run_regularized(tmp, framework, formula, paths=None, env=None, optimizers=("sgd", "adam")):
+    """dict (kind, path, "float64", optimizer) -> arrays with REGULARIZED on: `framework`'s paths in
+    one subprocess, numpy's paths here; check with check_regularized."""
+    paths = PATHS[framework] if paths is None else paths
+    keys = [("impl", path, "float64", optimizer) for path in paths for optimizer in optimizers]
+    specs = [(kind, path, config(dtype, optimizer, **REGULARIZED).to_dict()) for kind, path, dtype, optimizer in keys]
+    proc = subprocess.run([sys.executable, "-c", RUN_CASES, framework, str(tmp), json.dumps(specs)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{framework} regularized cases failed:\n{proc.stderr[-3000:]}"
+    results = {}
+    for n, key in enumerate(keys):
+        with np.load(tmp / f"case-{n}.npz") as f:
+            results[key] = {k: f[k] for k in f.files}
+    for optimizer in optimizers:
+        for path in PATHS["numpy"]:
+            results[("numpy", path, "float64", optimizer)] = numpy_reference(
+                config("float64", optimizer, **REGULARIZED), formula, path=path)
+    return results
+
+
+def check_regularized(runs, path, optimizer):
+    """float64 logits, gradients (under step 0's masks) and ten steps (masks and lr per step) of
+    `path` against both numpy paths, to the unchanged tolerances."""
+    for numpy_path in PATHS["numpy"]:
+        want = runs[("numpy", numpy_path, "float64", optimizer)]
+        forward_float64(runs[("impl", path, "float64", optimizer)], want)
+        training_float64(runs[("impl", path, "float64", optimizer)], want, optimizer)
 
 
 def assert_close(got, want, atol, what):

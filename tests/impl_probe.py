@@ -22,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.batches import make_batches, training_steps  # noqa: E402
 from common.config import Config  # noqa: E402
+from common.dropout import dropout_masks  # noqa: E402
 from common.frameworks import make_model  # noqa: E402
+from common.training import step_options  # noqa: E402
 from common.weights import init_weights  # noqa: E402
 
 
@@ -51,13 +53,14 @@ def run_probe(framework, path, config, data_seed=0, train_steps=0):
     for l, (h, c) in enumerate(new_state):
         out[f"state_h{l}"], out[f"state_c{l}"] = np.asarray(h), np.asarray(c)
     out["loss"] = np.array(model.evaluate(x, y, state=state))
-    for name, g in model.gradients(x, y, state=state).items():
+    masks = dropout_masks(config, 0)  # with config.dropout: step 0's masks (common/dropout.py)
+    for name, g in model.gradients(x, y, state=state, **({"masks": masks} if masks else {})).items():
         out[f"grad/{name}"] = np.asarray(g)
     losses = []
-    for _, xb, yb, new_epoch in training_steps(batches, train_steps):
+    for step, xb, yb, new_epoch in training_steps(batches, train_steps):
         if new_epoch or not batches.carries_state:
             model.reset_state()
-        losses.append(model.train_step(xb, yb))
+        losses.append(model.train_step(xb, yb, **step_options(config, step, train_steps)))  # masks, lr: as the loop
     out["train_loss"] = np.array(losses, dtype=np.float64)
     for name, w in model.get_weights().items():
         out[f"weights/{name}"] = np.asarray(w)
