@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test bench bench-quick bench-levers diff rosetta clean
+.PHONY: test bench bench-quick bench-levers baselines diff rosetta clean
 
 # The venv is rebuilt whenever the pinned requirements or the project metadata change.
 $(VENV): requirements.txt pyproject.toml
@@ -32,6 +32,13 @@ bench-levers: $(VENV)
 	$(PY) -m benchmarks.levers --out results --repeats 3
 	$(PY) -m benchmarks.report results
 	@echo "Report: results/REPORT.md"
+
+# What a character LSTM on tinyshakespeare is worth per character and per minute, against nanoGPT
+# (hours on 2 cores; resumable: run it again after a stop). A subset: python -m benchmarks.baselines
+# --grid 128x1,256x1 --budget-chars 2000000 (README: Baselines).
+baselines: $(VENV)
+	$(PY) -m benchmarks.baselines --out results
+	@echo "Report: results/BASELINES.md"
 
 # The three model.py files side by side, section by section, as one static page (and its picture,
 # taken by headless Chromium when one is installed: apt-get install chromium).

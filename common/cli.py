@@ -88,7 +88,7 @@ def build_parser(preset_defaults=None):
     """The parser; preset_defaults (common.presets) become the defaults of `rosetta train`."""
     parser = argparse.ArgumentParser(
         prog="rosetta", description="Train and sample a character-level LSTM in numpy, torch or keras.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info,export,plot}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,info,export,plot}")
 
     train = commands.add_parser("train", help="train a model on a corpus and save checkpoints",
                                 description="Train a character-level LSTM; the checkpoint is written at every "
@@ -148,6 +148,17 @@ def build_parser(preset_defaults=None):
     sample.add_argument("--prime", type=str, default=None, metavar="TEXT",
                         help="text to start from (default: a newline, or the first character of the vocabulary)")
     sample.add_argument("--seed", type=count, default=None, metavar="S", help="random seed (default: the checkpoint's config.seed)")
+
+    evaluate = commands.add_parser("eval", help="validation loss of a checkpoint over the whole validation text",
+                                   description="The mean cross-entropy over every character of the validation text, "
+                                               "the state carried (common/evaluation.py), in nats and bits per character.")
+    evaluate.add_argument("checkpoint", type=str, help="a .safetensors checkpoint written by rosetta train")
+    add_model_args(evaluate)
+    evaluate.add_argument("--corpus", type=str, default=None, metavar="NAME_OR_FILE",
+                          help="the corpus whose validation text is read (default: the checkpoint's run's)")
+    evaluate.add_argument("--streams", type=positive_int, default=32, metavar="S",
+                          help="spans read side by side, each warmed over the 256 characters before it; "
+                               "1: the text as one stream from a zero state (default 32)")
 
     export = commands.add_parser("export", help="write a checkpoint as a .keras, .pt2 or .onnx file",
                                  description="Write a checkpoint as a file that plain Keras (keras.saving.load_model), "
@@ -299,6 +310,25 @@ def sample_command(args):
     return 0
 
 
+def eval_command(args):
+    from common.checkpoint import load_checkpoint
+    from common.corpus import load_corpus
+    from common.evaluation import text_loss
+
+    check_framework(args.framework, args.path)
+    ckpt = load_checkpoint(args.checkpoint)
+    name = args.corpus or (ckpt.run or {}).get("corpus")
+    if name is None:
+        raise ConfigError(f"{args.checkpoint} does not say which corpus it was trained on; give --corpus.")
+    corpus = load_corpus(name)
+    load_checkpoint(args.checkpoint, vocab=corpus.vocab)  # a corpus of another vocabulary is refused
+    model, framework, path = build_model(args, ckpt.config, ckpt.weights)
+    result = text_loss(model, split(corpus.data)[1], streams=args.streams)
+    print(f"{args.checkpoint}: validation loss {result.nats:.4f} nats ({result.bits:.4f} bits) per character over "
+          f"{result.chars:,} characters of {corpus.name} ({framework}/{path})", flush=True)
+    return 0
+
+
 def export_command(args):
     from common.export import export
 
@@ -324,7 +354,7 @@ def info_command(args):
     return 0
 
 
-COMMANDS = {"train": train, "sample": sample_command, "info": info_command, "export": export_command,
+COMMANDS = {"train": train, "sample": sample_command, "eval": eval_command, "info": info_command, "export": export_command,
             "plot": plot_command}
 
 
@@ -338,7 +368,7 @@ def main(argv=None):
 
             args = build_parser(preset(args.preset)).parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers starts its workers with them
-        if args.command in ("train", "sample"):  # threads, waiting and allocator, before a framework loads
+        if args.command in ("train", "sample", "eval"):  # threads, waiting and allocator, before a framework loads
             args.threads_given = args.threads
             args.threads = runtime.prepare(args.threads, args.malloc)
         return COMMANDS[args.command](args)
