@@ -34,14 +34,9 @@ RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 def make_optimizer(config):
-    """Keras' own optimizer for config.optimizer, clipping by global norm (clip_norm > 0) or by
-    value (clip_value > 0) inside it: Keras takes one clipping at most (common/config.py).
-
-    Keras 3's formulas (keras/src/optimizers) differ from torch's; numpy_impl.optim's "keras" copies
-    them: Adam w -= m * lr * sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps), eps outside the bias
-    correction; Adagrad lr * g / sqrt(s + eps); global_clipnorm scales by clip_norm * min(1 / norm,
-    1 / clip_norm) always. Call it inside floatx(config.dtype): lr is a variable of keras' floatx.
-    """
+    """keras.optimizers' own optimizer for config.optimizer, on numpy_impl.optim's formulas "keras"
+    (numpy_impl/optim.py FORMULAS: Keras 3 puts Adam's and Adagrad's eps elsewhere than torch);
+    clipping is inside it, by global norm or by value, one at most. Make it inside floatx(dtype)."""
     clip = {"global_clipnorm": config.clip_norm or None, "clipvalue": config.clip_value or None}
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(config.learning_rate, **clip)
@@ -60,7 +55,10 @@ def make_optimizer(config):
 # (state_size tells keras.layers.RNN what to carry; keras.ops only, so that every backend runs it)
 
 class LSTMCell(keras.layers.Layer):
-    """One step. W_x (D, 4H), W_h (H, 4H), b (4H,): made in build(), filled by CharLSTM from the weights."""
+    """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
+
+    Returns h, c (B, H) as h and [h, c]; W_x, W_h, b are made in build(), filled by CharLSTM.
+    """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
         super().__init__(dtype=dtype)
@@ -74,7 +72,6 @@ class LSTMCell(keras.layers.Layer):
         self.b = self.add_weight(shape=(4 * self.hidden_size,), initializer="zeros", name="b")
 
     def call(self, x_t, state):
-        """x_t (B, D); state [h_prev, c_prev], each (B, H). Returns h, and [h, c] to carry."""
         h_prev, c_prev = state
         H = h_prev.shape[1]
         sigma = self.sigma
@@ -92,9 +89,12 @@ class LSTMCell(keras.layers.Layer):
 # --- layer over time
 
 def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
-    """One layer over T steps, called as `hs, h, c = layer(xs, initial_state=[h, c])`, xs (B, T, D),
-    hs (B, T, H): keras.layers.RNN runs the cell's loop (on each backend its own: tf.while_loop,
-    jax.lax.scan, a python loop on torch); keras.layers.LSTM is the library's own layer."""
+    """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
+
+    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c, when called as `layer(xs,
+    initial_state=[h, c])`. keras.layers.RNN runs the cell's loop, on each backend its own
+    (tf.while_loop, jax.lax.scan, a python loop on torch); keras.layers.LSTM is the library's own.
+    """
     if path == "layer":  # our hard_sigmoid, not the string (ops.hard_sigmoid: see helpers)
         activation = hard_sigmoid if recurrent_activation == "hard_sigmoid" else recurrent_activation
         return keras.layers.LSTM(hidden_size, recurrent_activation=activation,

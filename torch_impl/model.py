@@ -33,11 +33,8 @@ RECURRENT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 def make_optimizer(config, params):
-    """torch.optim's own optimizer for config.optimizer; clipping is a separate call in train_step.
-
-    Its formulas are numpy_impl.optim's default ("pytorch"): Adam lr * m_hat / (sqrt(v_hat) + eps),
-    Adagrad lr * g / (sqrt(s) + eps).
-    """
+    """torch.optim's own optimizer for config.optimizer, on numpy_impl.optim's formulas "pytorch"
+    (numpy_impl/optim.py FORMULAS); clipping is a call of its own, in train_step."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.learning_rate)
     if config.optimizer == "adagrad":
@@ -57,7 +54,10 @@ def to_numpy(t):
 # (numpy_impl/fast.py's columns layout gained too little here: README, performance section)
 
 class LSTMCell(nn.Module):
-    """One step. W_x (D, 4H), W_h (H, 4H), b (4H,): made here, filled by CharLSTM from the weights."""
+    """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
+
+    Returns h, c (B, H); W_x, W_h, b are nn.Parameters made here, filled by CharLSTM.
+    """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
         super().__init__()
@@ -67,7 +67,6 @@ class LSTMCell(nn.Module):
         self.b = nn.Parameter(torch.empty(4 * hidden_size, dtype=dtype))
 
     def forward(self, x_t, state):
-        """x_t (B, D); state (h_prev, c_prev), each (B, H). Returns h, c (B, H)."""
         h_prev, c_prev = state
         H = h_prev.shape[1]
         sigma = self.sigma
@@ -85,17 +84,16 @@ class LSTMCell(nn.Module):
 # --- layer over time
 
 class LSTMLayer(nn.Module):
-    """One layer over T steps: its LSTMCell applied step by step, autograd recording every one."""
+    """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
+
+    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c; autograd records every step.
+    """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
         super().__init__()
         self.cell = LSTMCell(input_size, hidden_size, dtype, recurrent_activation)
 
     def forward(self, xs, state):
-        """xs (B, T, D) the inputs; state (h, c), each (B, H), the initial state.
-
-        Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c.
-        """
         h, c = state
         hs = []
         for t in range(xs.shape[1]):
