@@ -320,6 +320,9 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
 
     start = start or Start()
     agree = getattr(model, "agree", None)  # --workers (common/parallel.py): the largest value over the workers
+    if agree and step_options(config, 0, plan.iters):
+        raise ConfigError("--workers does not take --dropout or a learning-rate schedule yet (each worker would need "
+                          "its share of the masks); train in one process, or drop those options.")
     run = dict(start.run or {})
     run_id = run.get("run_id") or secrets.token_hex(8)
     if start.training is not None:
