@@ -119,13 +119,11 @@ class CharLSTM:
         # params: interchange name -> torch parameter, updated in place by the optimizer
         self.params = {}
         if path == "layer":  # nn.LSTM: all L layers in one module, each W stored (out, in), b in two
-            self.lstm = nn.LSTM(V, H, num_layers=L, batch_first=True, dtype=self.dtype)
-            for l in range(L):
+            self.lstm, self.head = nn.LSTM(V, H, num_layers=L, batch_first=True, dtype=self.dtype), nn.Linear(H, V, dtype=self.dtype)
+            for l in range(L):  # bias_hh frozen at 0: training both halves of b would move it twice as far
+                getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False).zero_()
                 W_x, W_h, b = (getattr(self.lstm, f"{w}_l{l}") for w in ("weight_ih", "weight_hh", "bias_ih"))
                 self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-                # bias_hh frozen at 0: training both halves of b would move it twice as far
-                getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False).zero_()
-            self.head = nn.Linear(H, V, dtype=self.dtype)
             self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
         else:
             self.layers = nn.ModuleList()
