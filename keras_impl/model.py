@@ -120,12 +120,16 @@ class CharLSTM:
         # model of Keras' char-rnn examples does: any batch size, any state.
         x = keras.Input((None,), dtype="int32", name="x")  # (B, T) character ids
         state = [keras.Input((H,), dtype=self.dtype, name=f"{name}{l}") for l in range(L) for name in ("h", "c")]
+        # with dropout, its masks are inputs too (common/dropout.py draws them): (B, T, H) per layer
+        masks = [keras.Input((None, H), dtype=self.dtype, name=f"mask{l}") for l in range(L)] if config.dropout else []
         hs = ops.one_hot(x, V, dtype=self.dtype)  # (B, T, V): the input of layer 0, one-hot
         # params: interchange name -> keras variable, updated in place by the optimizer
         self.params, new_state = {}, []
         for l in range(L):
             lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
             hs, h, c = lstm(hs, initial_state=state[2 * l:2 * l + 2])  # (B, T, H): the input of layer l + 1
+            if masks:
+                hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
             new_state += [h, c]
             cell = lstm.cell  # keras.layers.LSTM's cell stores W as (in, 4H) too (DESIGN.md)
             W_x, W_h, b = (cell.kernel, cell.recurrent_kernel, cell.bias) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
@@ -136,9 +140,9 @@ class CharLSTM:
         for name, p in self.params.items():
             p.assign(np.asarray(weights[name], dtype=self.dtype))
         scored = logits[:, -1:] if config.target == "last" else logits  # many-to-one: (B, 1, V)
-        self.net = keras.Model([x, *state], [logits, *new_state])  # forward
-        self.scorer = keras.Model([x, *state], scored)  # evaluate and gradients: the same layers
-        self.trainer = plumbing.CarriedState(keras.Model([x, *state], [scored, *new_state]), config.batch_size, H, L,
+        self.net = keras.Model([x, *state, *masks], [logits, *new_state])  # forward
+        self.scorer = keras.Model([x, *state, *masks], scored)  # evaluate and gradients: the same layers
+        self.trainer = plumbing.CarriedState(keras.Model([x, *state, *masks], [scored, *new_state]), config.batch_size, H, L,
                                              dtype=self.dtype)  # train_step: the state carried in variables
         with floatx(self.dtype):
             self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over B * T
@@ -166,12 +170,20 @@ class CharLSTM:
         return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
     # --- forward
-    def inputs(self, x, state):
-        """The model's inputs: x int32 (B, T), then h0, c0, h1, c1, ... in config.dtype."""
+    def inputs(self, x, state, masks=None):
+        """The model's inputs: x int32 (B, T), then h0, c0, h1, c1, ... in config.dtype, then with
+        dropout the masks (ones where none are given: no dropout outside training)."""
         x = np.asarray(x, dtype=np.int32)
         if state is None:
             state = self.zero_state(x.shape[0])
-        return [x, *(np.asarray(s, dtype=self.dtype) for hc in state for s in hc)]
+        return [x, *(np.asarray(s, dtype=self.dtype) for hc in state for s in hc), *self.mask_inputs(x, masks)]
+
+    def mask_inputs(self, x, masks):
+        if not self.config.dropout:
+            return []
+        if masks is None:
+            return [np.ones(x.shape + (self.config.hidden_size,), self.dtype)] * self.config.num_layers
+        return [np.asarray(m, dtype=self.dtype) for m in masks]
 
     def forward(self, x, state=None):
         """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
@@ -189,11 +201,11 @@ class CharLSTM:
     # --- gradients
     # Keras 3 differentiates only inside its own training step; a gradient outside it is the
     # backend's job: one small function per backend, each on the same model and loss.
-    def gradients(self, x, y, state=None):
-        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
+    def gradients(self, x, y, state=None, masks=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
         backend = keras.backend.backend()
         with floatx(self.dtype):
-            grads = getattr(self, f"gradients_{backend}")(self.inputs(x, state), np.asarray(y, dtype=np.int32))
+            grads = getattr(self, f"gradients_{backend}")(self.inputs(x, state, masks), np.asarray(y, dtype=np.int32))
         return {name: np.array(ops.convert_to_numpy(g)) for name, g in zip(self.params, grads)}
 
     def gradients_tensorflow(self, inputs, y):
@@ -225,14 +237,19 @@ class CharLSTM:
         return torch.autograd.grad(loss, [p.value for p in self.params.values()])  # no .grad left behind
 
     # --- train step
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None, learning_rate=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state
-        (truncated BPTT); with target "last" every call starts from zeros."""
+        (truncated BPTT); with target "last" every call starts from zeros. masks: the step's
+        dropout masks, learning_rate: the step's rate (common/dropout.py, common/schedule.py)."""
         if self.config.target == "last":
             self.reset_state()  # many-to-one: every window from a zero state, nothing carried
+        if learning_rate is not None:
+            self.optimizer.learning_rate = learning_rate  # assigned to the variable the step reads
+        x = np.asarray(x, dtype=np.int32)
         with floatx(self.dtype):
-            return float(self.trainer.train_on_batch(np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)))
+            inputs = [x, *self.mask_inputs(x, masks)] if self.config.dropout else x
+            return float(self.trainer.train_on_batch(inputs, np.asarray(y, dtype=np.int32)))
 
     def get_training_state(self):
         """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""

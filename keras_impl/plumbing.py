@@ -82,7 +82,8 @@ class CarriedState(keras.Model):
                         for l in range(num_layers) for name in ("h", "c")]  # h0, c0, h1, c1, ...
 
     def call(self, x):
-        logits, *new_state = self.net([x, *(ops.copy(s.value) for s in self.carried)])
+        x, *masks = x if isinstance(x, (list, tuple)) else [x]  # [ids, *dropout masks] with dropout
+        logits, *new_state = self.net([x, *(ops.copy(s.value) for s in self.carried), *masks])
         for s, new in zip(self.carried, new_state):
             s.assign(ops.stop_gradient(new))
         return logits

@@ -172,8 +172,9 @@ class CharLSTM:
         return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
     # --- forward
-    def run(self, x, state):
-        """Forward: logits (B, T, V), the new state [(h, c)] per layer, and what backward needs."""
+    def run(self, x, state, masks=None):
+        """Forward: logits (B, T, V), the new state [(h, c)] per layer, and what backward needs.
+        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
         x = np.asarray(x)
         V = self.config.vocab_size
         if state is None:
@@ -184,6 +185,8 @@ class CharLSTM:
         for l, (h, c) in enumerate(state):
             W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
             hs, h, c, cache = lstm_forward(hs, h, c, W_x, W_h, b, self.config.recurrent_activation)  # (B, T, H): the input of layer l + 1
+            if masks is not None:
+                hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
             new_state.append((h, c))
             caches.append(cache)
         logits = hs @ self.params["head.W"] + self.params["head.b"]  # (B, T, V)
@@ -195,50 +198,56 @@ class CharLSTM:
         return logits, new_state
 
     # --- loss
-    def loss(self, x, y, state):
+    def loss(self, x, y, state, masks=None):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
         ("last", y (B, 1)), the new state, and what backward needs."""
-        logits, new_state, (hs, caches) = self.run(x, state)
+        logits, new_state, (hs, caches) = self.run(x, state, masks)
         if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
             loss, dlast = cross_entropy(logits[:, -1:], np.asarray(y))  # (B, 1, V)
             dlogits = np.zeros_like(logits)  # (B, T, V): no gradient at the other positions
             dlogits[:, -1:] = dlast
         else:
             loss, dlogits = cross_entropy(logits, np.asarray(y))
-        return loss, new_state, (dlogits, hs, caches)
+        return loss, new_state, (dlogits, hs, caches, masks)
 
     def evaluate(self, x, y, state=None):
         """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
         return self.loss(x, y, state)[0]
 
     # --- gradients
-    def backward(self, dlogits, hs, caches):
+    def backward(self, dlogits, hs, caches, masks=None):
         """What autograd does in torch and keras: every weight's gradient, walking run in reverse.
 
-        dlogits (B, T, V) from cross_entropy; hs (B, T, H) the last layer's output; caches: one per layer.
+        dlogits (B, T, V) from cross_entropy; hs (B, T, H) the head's input; caches: one per layer;
+        masks: run's dropout masks, or None.
         """
         V, H = self.config.vocab_size, self.config.hidden_size
         grads = {"head.W": hs.reshape(-1, H).T @ dlogits.reshape(-1, V), "head.b": dlogits.sum(axis=(0, 1))}
         dhs = dlogits @ self.params["head.W"].T  # (B, T, H)
         for l in reversed(range(self.config.num_layers)):
+            if masks is not None:
+                dhs = dhs * masks[l]  # back through the dropout on layer l's output
             dhs, dW_x, dW_h, db = lstm_backward(dhs, caches[l])  # dhs (B, T, H): for layer l - 1
             grads[f"lstm.{l}.W_x"], grads[f"lstm.{l}.W_h"], grads[f"lstm.{l}.b"] = dW_x, dW_h, db
         return {name: grads[name] for name in self.params}
 
-    def gradients(self, x, y, state=None):
-        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
-        loss, _, cache = self.loss(x, y, state)
+    def gradients(self, x, y, state=None, masks=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
+        loss, _, cache = self.loss(x, y, state, masks)
         grads = self.backward(*cache)  # by hand: torch and keras differentiate the loss
         return grads
 
     # --- train step
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None, learning_rate=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state
-        (truncated BPTT); with target "last" every call starts from zeros."""
+        (truncated BPTT); with target "last" every call starts from zeros. masks: the step's
+        dropout masks, learning_rate: the step's rate (common/dropout.py, common/schedule.py)."""
         if self.config.target == "last":
             self.reset_state()  # many-to-one: every window from a zero state, nothing carried
-        loss, new_state, cache = self.loss(x, y, self.state)
+        if learning_rate is not None:
+            self.optimizer.lr = learning_rate  # the scheduled rate of this step
+        loss, new_state, cache = self.loss(x, y, self.state, masks)
         grads = self.backward(*cache)
         if self.config.clip_norm > 0:
             grads, _ = self.clip(grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own

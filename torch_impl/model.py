@@ -118,11 +118,13 @@ class CharLSTM:
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
         # params: interchange name -> torch parameter, updated in place by the optimizer
         self.params = {}
-        if path == "layer":  # nn.LSTM: all L layers in one module, each W stored (out, in), b in two
-            self.lstm, self.head = nn.LSTM(V, H, num_layers=L, batch_first=True, dtype=self.dtype), nn.Linear(H, V, dtype=self.dtype)
+        if path == "layer":  # one nn.LSTM per layer (dropout goes between them), each W stored (out, in), b in two
+            self.layers, self.head = nn.ModuleList(), nn.Linear(H, V, dtype=self.dtype)
             for l in range(L):  # bias_hh frozen at 0: training both halves of b would move it twice as far
-                getattr(self.lstm, f"bias_hh_l{l}").requires_grad_(False).zero_()
-                W_x, W_h, b = (getattr(self.lstm, f"{w}_l{l}") for w in ("weight_ih", "weight_hh", "bias_ih"))
+                lstm = nn.LSTM(V if l == 0 else H, H, batch_first=True, dtype=self.dtype)
+                self.layers.append(lstm)
+                lstm.bias_hh_l0.requires_grad_(False).zero_()
+                W_x, W_h, b = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0
                 self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
             self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
         else:
@@ -157,22 +159,26 @@ class CharLSTM:
         return [(torch.zeros((B, H), dtype=self.dtype), torch.zeros((B, H), dtype=self.dtype)) for _ in range(self.config.num_layers)]
 
     # --- forward
-    def run(self, x, state):
-        """Forward, recorded by autograd: logits (B, T, V) and the new state [(h, c)] per layer."""
+    def run(self, x, state, masks=None):
+        """Forward, recorded by autograd: logits (B, T, V) and the new state [(h, c)] per layer.
+        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
         x = torch.as_tensor(np.asarray(x), dtype=torch.long)
         V = self.config.vocab_size
         if state is None:
             state = self.zero_state(x.shape[0])
         state = [(torch.as_tensor(h, dtype=self.dtype), torch.as_tensor(c, dtype=self.dtype)) for h, c in state]
         hs = F.one_hot(x, V).to(self.dtype)  # (B, T, V): the input of layer 0, one-hot
-        if self.path == "layer":  # nn.LSTM runs all L layers in one call, its state stacked (L, B, H)
-            hs, (h, c) = self.lstm(hs, (torch.stack([h for h, _ in state]), torch.stack([c for _, c in state])))
-            return self.head(hs), list(zip(h.unbind(0), c.unbind(0)))
         new_state = []
         for l, (h, c) in enumerate(state):
-            hs, h, c = self.layers[l](hs, (h, c))  # (B, T, H): the input of layer l + 1
+            if self.path == "layer":  # nn.LSTM's state has a leading axis over its layers: (1, B, H)
+                hs, (h, c) = self.layers[l](hs, (h[None], c[None]))
+                h, c = h[0], c[0]
+            else:
+                hs, h, c = self.layers[l](hs, (h, c))  # (B, T, H): the input of layer l + 1
+            if masks is not None:
+                hs = hs * torch.as_tensor(masks[l])  # dropout on the input of layer l + 1 or the head
             new_state.append((h, c))
-        logits = hs @ self.params["head.W"] + self.params["head.b"]  # (B, T, V)
+        logits = self.head(hs) if self.path == "layer" else hs @ self.params["head.W"] + self.params["head.b"]  # (B, T, V)
         return logits, new_state
 
     def forward(self, x, state=None):
@@ -182,10 +188,10 @@ class CharLSTM:
         return to_numpy(logits), [(to_numpy(h), to_numpy(c)) for h, c in new_state]
 
     # --- loss
-    def loss(self, x, y, state):
+    def loss(self, x, y, state, masks=None):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
         ("last", y (B, 1)), the new state, and a graph autograd can walk back."""
-        logits, new_state = self.run(x, state)
+        logits, new_state = self.run(x, state, masks)
         if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
             logits = logits[:, -1:]  # (B, 1, V)
         y = torch.as_tensor(np.asarray(y), dtype=torch.long)
@@ -198,24 +204,28 @@ class CharLSTM:
             return self.loss(x, y, state)[0].item()
 
     # --- gradients
-    def gradients(self, x, y, state=None):
-        """dict interchange name -> np.ndarray of d loss / d weight; no update."""
+    def gradients(self, x, y, state=None, masks=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss, _ = self.loss(x, y, state)
+        loss, _ = self.loss(x, y, state, masks)
         loss.backward()  # autograd fills p.grad: the whole of numpy's backward
         grads = {name: to_numpy(self.interchange(p.grad)) for name, p in self.params.items()}
         self.optimizer.zero_grad(set_to_none=True)
         return grads
 
     # --- train step
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None, learning_rate=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state
-        (truncated BPTT); with target "last" every call starts from zeros."""
+        (truncated BPTT); with target "last" every call starts from zeros. masks: the step's
+        dropout masks, learning_rate: the step's rate (common/dropout.py, common/schedule.py)."""
         if self.config.target == "last":
             self.reset_state()  # many-to-one: every window from a zero state, nothing carried
+        if learning_rate is not None:
+            for group in self.optimizer.param_groups:  # the scheduled rate of this step
+                group["lr"] = learning_rate
         self.optimizer.zero_grad(set_to_none=True)
-        loss, new_state = self.loss(x, y, self.state)
+        loss, new_state = self.loss(x, y, self.state, masks)
         loss.backward()
         if self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm)

@@ -64,7 +64,7 @@ class DataParallel:
     def local_loss(self, x, y, state):
         return super().loss(x, y, state)
 
-    def loss(self, x, y, state):
+    def loss(self, x, y, state, masks=None):  # masks: never with --workers (common/training.py refuses dropout)
         if torch.is_grad_enabled():  # a loss to differentiate: through DDP, which averages in backward
             return self.ddp(x, y, state)
         return super().loss(x, y, state)
