@@ -278,16 +278,17 @@ class CharLSTM:
     def gradients(self, x, y, state=None, masks=None):
         """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
         x, state = self.to_tensors(x, state)
-        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state, self.mask_tensors(masks))
+        grads = self.graphs["gradients"](x, tf.convert_to_tensor(y), state, *self.mask_tensors(masks))
         return {name: g.numpy() for name, g in zip(self.params, grads)}
 
     def mask_tensors(self, masks):
-        return None if masks is None else [tf.convert_to_tensor(m, self.dtype) for m in masks]
+        """The dropout masks as tensors, passed to a graph as its trailing arguments (none: no dropout)."""
+        return [] if masks is None else [tf.convert_to_tensor(m, self.dtype) for m in masks]
 
-    def gradients_graph(self, x, y, state, masks=None):
+    def gradients_graph(self, x, y, state, *masks):
         self.traces["gradients"] += 1
         with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
-            loss, _ = self.loss(x, y, state, masks)
+            loss, _ = self.loss(x, y, state, list(masks) or None)
         return dense(tape.gradient(loss, self.variables))
 
     # --- train step
@@ -301,13 +302,13 @@ class CharLSTM:
         if learning_rate is not None:
             self.optimizer.learning_rate = learning_rate  # assigned to its variable, which the graph reads
         loss, self.state = self.graphs["train_step"](tf.convert_to_tensor(x), tf.convert_to_tensor(y), self.state,
-                                                     self.mask_tensors(masks))
+                                                     *self.mask_tensors(masks))
         return float(loss)
 
-    def train_step_graph(self, x, y, state, masks=None):
+    def train_step_graph(self, x, y, state, *masks):
         self.traces["train_step"] += 1
         with tf.GradientTape() as tape:
-            loss, new_state = self.loss(x, y, state, masks)
+            loss, new_state = self.loss(x, y, state, list(masks) or None)
         grads = dense(tape.gradient(loss, self.variables))
         self.optimizer.apply(grads, self.variables)  # clips, then steps
         return loss, new_state  # out of the graph no tape follows new_state: detached by construction
