@@ -13,7 +13,9 @@ def test_defaults():
     assert c.to_dict() == {"vocab_size": 65, "hidden_size": 128, "num_layers": 1, "batch_size": 32,
                            "seq_length": 64, "learning_rate": 1e-2, "optimizer": "adam", "clip_norm": 5.0,
                            "clip_value": 0.0, "dtype": "float32", "seed": 1337, "target": "all",
-                           "window_stride": 1, "recurrent_activation": "sigmoid"}
+                           "window_stride": 1, "recurrent_activation": "sigmoid", "dropout": 0.0,
+                           "schedule": "constant", "warmup_steps": 0, "decay_steps": 0, "lr_floor": 0.1,
+                           "state_resets": 0.0}
 
 
 def test_numbers_become_floats_and_replace_validates():
@@ -80,8 +82,8 @@ def test_from_dict():
     c = Config(hidden_size=16, optimizer="sgd", dtype="float64")
     assert Config.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError) as e:
-        Config.from_dict({**c.to_dict(), "hiden_size": 3, "dropout": 0.1})
-    assert str(e.value).startswith("unknown config field(s) dropout, hiden_size; the fields are batch_size, clip_norm,")
+        Config.from_dict({**c.to_dict(), "hiden_size": 3, "dropuot": 0.1})
+    assert str(e.value).startswith("unknown config field(s) dropuot, hiden_size; the fields are batch_size, clip_norm,")
 
 
 def parser():
