@@ -130,3 +130,42 @@ def test_spans_cover_the_targets_once():
     assert all(a - start == min(50, a) for start, a, _ in parts)
     quick = spans(1000, 7, 50, per_span=20)
     assert all(end - a == 20 for _, a, end in quick)
+
+
+@pytest.mark.parametrize("framework,path", [("numpy", "fast"), ("torch", "layer")])
+def test_resume_with_dropout_schedule_and_resets_is_bit_for_bit(framework, path, tmp_path):
+    """The masks, the rate and the resets of step s come from (seed, s): 6 steps + a resume to 12
+    equal 12 steps, loss for loss and weight for weight."""
+    import csv
+    import subprocess
+    import sys
+
+    from common.checkpoint import load_checkpoint
+    from conftest import ROOT
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("".join(f"{w} the quick brown fox jumps over the lazy dog.\n" for w in ("ONE", "TWO", "SIX") * 40))
+    common = ["train", "--corpus", corpus, "--framework", framework, "--path", path, "--threads", 1,
+              "--hidden-size", 8, "--num-layers", 2, "--batch-size", 4, "--seq-length", 8, "--sample-every", 0,
+              "--dropout", 0.3, "--schedule", "cosine", "--warmup-steps", 3, "--decay-steps", 10,
+              "--state-resets", 0.3, "--val-every", 3, "--keep", "last"]
+
+    def rosetta(*args):
+        proc = subprocess.run([sys.executable, "-m", "common.cli", *map(str, common), *map(str, args)],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    rosetta("--iters", 12, "--save", tmp_path / "whole.safetensors", "--log", tmp_path / "whole.csv")
+    rosetta("--iters", 6, "--save", tmp_path / "part.safetensors", "--log", tmp_path / "part.csv")
+    rosetta("--iters", 12, "--resume", tmp_path / "part.safetensors", "--save", tmp_path / "part.safetensors",
+            "--log", tmp_path / "part.csv")
+
+    def losses(name):
+        with open(tmp_path / name, newline="") as f:
+            return [(r["step"], r["loss"], r["val_loss"]) for r in csv.DictReader(f)]
+
+    assert losses("part.csv") == losses("whole.csv") and len(losses("whole.csv")) == 12
+    a, b = load_checkpoint(tmp_path / "whole.safetensors"), load_checkpoint(tmp_path / "part.safetensors")
+    for name in a.weights:
+        np.testing.assert_array_equal(a.weights[name], b.weights[name], err_msg=name)
