@@ -20,8 +20,20 @@ def test_baselines_tiny_grid(tmp_path, extra):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "benchmarks.baselines", "--out", str(out), "--corpus", str(corpus),
                "--grid", "8x1", "--budget-chars", "6144", "--no-headline", *extra]
+    # an interrupted point: the same run stopped after 2 of its 3 steps, its checkpoint and log left behind
+    from benchmarks.baselines import train_command
+
+    out.mkdir()
+    args = train_command("h8l1", out, 8, 1, 2, str(corpus), learning_rate=2e-3, dropout=0.1, state_resets=0.01,
+                         schedule="cosine", warmup_steps=0, lr_floor=0.1)
+    first = subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "h8l1: resuming from" in proc.stdout and "resumed from" in proc.stdout
+    with open(out / "h8l1.csv", newline="") as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3"]
     with open(out / "baselines.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["framework"], r["path"], r["kind"]) for r in rows] == [
