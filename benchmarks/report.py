@@ -20,12 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.flops import FORMULA, MEMORY_FORMULA, activation_bytes, flops_per_char  # noqa: E402
-from benchmarks.run import REFERENCE  # noqa: E402
+from benchmarks.run import BUSY_CORES, REFERENCE  # noqa: E402
 from common.config import Config  # noqa: E402
 
 MEMORY_GOAL = 2  # peak - idle memory within this many times the analytic bound (issue 6)
 MB = 2 ** 20  # the workers' RSS figures are in these units
 CLIFF = 1.15  # a slowdown this many times steeper than the FLOPs' growth is called out as a cliff
+DISAGREE = 1.5  # two figures of one implementation this many times apart: the lower one is not a finding
+LOSS_AGREE = 1e-3  # largest loss difference at one step, over the first 10 steps, that counts as agreeing
 DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1))]  # curves that coincide stay visible
 
 
@@ -173,13 +175,15 @@ def read_samples(path):
 # ---------------------------------------------------------------------------------------------
 # Reading the sweep: where throughput falls faster than the FLOPs grow
 
-def sweep_reading(piv, V, L):
+def sweep_reading(piv, V, L, doubtful=None):
     """Markdown lines: each implementation's slowdown between consecutive hidden sizes next to the
-    growth of the FLOPs per character, and the steps that are steeper than the FLOPs explain."""
+    growth of the FLOPs per character, and the steps that are steeper than the FLOPs explain; a step
+    of an implementation in `doubtful` ({impl: reason}) is named with its reason, not as a finding."""
+    doubtful = doubtful or {}
     if missing(V) or missing(L) or piv.empty or len(piv.index) < 2:
         return []
     sizes = sorted(piv.index)
-    rows, cliffs = [], []
+    rows, cliffs, doubted = [], [], []
     for impl in piv.columns:
         for H1, H2 in zip(sizes, sizes[1:]):
             s1, s2 = piv.loc[H1, impl], piv.loc[H2, impl]
@@ -189,7 +193,8 @@ def sweep_reading(piv, V, L):
             rows.append({"impl": f"`{impl}`", "step": f"{H1} → {H2}", "slow": f"{slow:.2f}x",
                          "grow": f"{grow:.2f}x", "rate": f"{grow / slow:.2f}"})
             if slow > CLIFF * grow:
-                cliffs.append(f"`{impl}` falls {slow:.1f}x from {H1} to {H2} where the FLOPs grow {grow:.1f}x")
+                step = f"`{impl}` falls {slow:.1f}x from {H1} to {H2} where the FLOPs grow {grow:.1f}x"
+                (doubted if impl in doubtful else cliffs).append(step + (f" ({doubtful[impl]})" if impl in doubtful else ""))
     if not rows:
         return []
     lines = ["## Throughput against hidden size: reading the curve", "",
@@ -202,8 +207,136 @@ def sweep_reading(piv, V, L):
     if cliffs:
         lines.append(f"Steeper than the FLOPs explain (by more than {CLIFF:g}x): " + "; ".join(cliffs) + ".")
     else:
-        lines.append(f"No step is steeper than the FLOPs explain (by more than {CLIFF:g}x).")
+        lines.append(f"No step is steeper than the FLOPs explain (by more than {CLIFF:g}x)"
+                     + (" among the rows that can be trusted." if doubted else "."))
+    if doubted:
+        lines.append("\nNot findings, because the machine was busy or the rounds measured otherwise: "
+                     + "; ".join(doubted) + ".")
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine's load (benchmarks/run.py LOAD_COLUMNS): which figures were taken on a busy machine
+
+def others_busy(row):
+    """The cores other processes kept busy around a row's worker (the larger of before and during),
+    or None when the run did not record it."""
+    values = [row.get(k) for k in ("others_busy_cores", "others_busy_cores_before")]
+    values = [float(v) for v in values if not missing(v)]
+    return max(values) if values else None
+
+
+def is_busy(row):
+    load = others_busy(row)
+    return load is not None and load > BUSY_CORES
+
+
+def busy_impls(summary, rounds):
+    """{impl: what was busy}: implementations whose main run, or half or more of whose rounds, ran while
+    other processes kept more than BUSY_CORES cores busy."""
+    out = {}
+    for r in summary.to_dict("records"):
+        if is_busy(r):
+            out[r["impl"]] = f"main run beside {others_busy(r):.1f} busy cores"
+    if not rounds.empty:
+        for impl, group in rounds.groupby("impl", sort=False):
+            flags = [is_busy(r) for r in group.to_dict("records")]
+            if flags and sum(flags) * 2 >= len(flags):
+                out[impl] = "; ".join(filter(None, [out.get(impl), f"{sum(flags)} of {len(flags)} rounds busy"]))
+    return out
+
+
+def contradicted(summary, rounds):
+    """{impl: (main-run ratio, rounds' median ratio)} where the two are more than DISAGREE apart: a slow
+    spell during one of them, so the main run's figure is not a finding."""
+    got, out = speeds(summary, rounds), {}
+    ok = summary[summary["status"] == "ok"]
+    ref = ok[ok["impl"] == REFERENCE]
+    if ref.empty or rounds.empty:
+        return out
+    for r in ok.to_dict("records"):
+        main = r["chars_per_s"] / float(ref["chars_per_s"].iloc[0])
+        rounds_ratio = got.get(r["impl"], (None, None, ""))[1]
+        if rounds_ratio and main and max(main / rounds_ratio, rounds_ratio / main) > DISAGREE:
+            out[r["impl"]] = (main, rounds_ratio)
+    return out
+
+
+def loss_spread(steps, first=10, keras=None):
+    """Largest difference between the implementations' losses at one step over the first `first` steps
+    (keras True: among Keras' rows only, False: among the others, which share PyTorch's Adam formula),
+    or None with fewer than two implementations."""
+    if steps.empty:
+        return None
+    wide = steps.pivot_table(index="step", columns="impl", values="loss").iloc[:first]
+    if keras is not None:
+        wide = wide[[c for c in wide.columns if c.startswith("keras-") == keras]]
+    return float((wide.max(axis=1) - wide.min(axis=1)).max()) if wide.shape[1] > 1 else None
+
+
+def findings(summary, rounds, steps):
+    """Two to four sentences taken from the figures: the fastest and slowest implementations and their
+    ratios (the rounds' medians where there were rounds), where the main table and the rounds disagree,
+    whether the loss curves agree, and which figures were taken on a busy machine."""
+    got = {k: v for k, v in speeds(summary, rounds).items() if not missing(v[0])}
+    if not got:
+        return ["**Findings.** No implementation finished, so there is nothing to report; see the status column."]
+    busy, doubt = busy_impls(summary, rounds), contradicted(summary, rounds)
+    mark = lambda impl: " (busy machine)" if impl in busy else ""  # noqa: E731
+    order = sorted(got, key=lambda k: -got[k][0])
+    best, worst = order[0], order[-1]
+    source = "the medians of the interleaved rounds" if not rounds.empty else "single runs (no rounds: less sure)"
+    text = [f"**Findings.** Fastest: `{best}` at {fmt(got[best][0])} chars/s{mark(best)}"
+            + (f"; slowest: `{worst}` at {fmt(got[worst][0])}{mark(worst)}, {got[best][0] / got[worst][0]:.1f}x "
+               f"slower" if worst != best else "") + f" ({source})."]
+    ratios = [f"`{k}` {got[k][1]:.2f}x" for k in order if got[k][1] and k != REFERENCE]
+    if ratios:
+        text.append(f"Against {REFERENCE}: " + ", ".join(ratios) + ".")
+    if doubt:
+        text.append("The main table and the rounds disagree by more than "
+                    f"{DISAGREE:g}x for " + ", ".join(f"`{k}` ({a:.2f}x against {b:.2f}x)" for k, (a, b) in doubt.items())
+                    + ": a slow spell hit one of them, so those main-table ratios are not findings; quote the rounds.")
+    spread = loss_spread(steps)
+    within = [s for s in (loss_spread(steps, keras=False), loss_spread(steps, keras=True)) if s is not None]
+    if spread is not None and spread < LOSS_AGREE:
+        text.append(f"The loss curves agree: at most {spread:.1e} apart over the first 10 steps.")
+    elif spread is not None and within and max(within) < LOSS_AGREE:
+        text.append(f"The loss curves agree within each Adam formula (at most {max(within):.1e} apart over the "
+                    f"first 10 steps) and differ by {spread:.1e} between Keras' and PyTorch's (see Optimizers).")
+    elif spread is not None:
+        text.append(f"The loss curves do not agree: {spread:.1e} apart within the first 10 steps, more than the "
+                    f"{LOSS_AGREE:g} that rounding explains; look for a bug before reading the speeds.")
+    if not any(c in summary for c in ("others_busy_cores", "others_busy_cores_before")):
+        text.append("This run did not record the machine's load, so a busy spell cannot be told from a slow "
+                    "implementation.")
+    elif busy:
+        text.append(f"Taken on a busy machine (other processes kept more than {BUSY_CORES:g} cores busy; marked "
+                    "⚠): " + ", ".join(f"`{k}` ({v})" for k, v in busy.items())
+                    + "; their figures say more about the machine than about the implementation.")
+    else:
+        loads = [others_busy(r) for r in summary.to_dict("records") if others_busy(r) is not None]
+        text.append(f"No figure was taken on a busy machine (other processes kept at most "
+                    f"{max(loads, default=0):.1f} cores busy around any worker).")
+    return [" ".join(text)]
+
+
+def sweep_doubts(sweep, summary, rounds):
+    """{impl: reason} for the sweep rows that cannot be read as findings: taken on a busy machine, or
+    the sweep's figure at the run's hidden size more than DISAGREE away from the rounds' (or main run's)."""
+    out = {}
+    for impl, group in sweep.groupby("impl", sort=False):
+        loads = [others_busy(r) for r in group.to_dict("records") if is_busy(r)]
+        if loads:
+            out[impl] = f"measured beside {max(loads):.1f} busy cores"
+    got = speeds(summary, rounds)
+    H = summary["hidden_size"].iloc[0] if "hidden_size" in summary and not summary.empty else None
+    at_h = sweep[(sweep["hidden_size"] == H) & (sweep["status"] == "ok")] if H is not None else sweep.iloc[0:0]
+    for r in at_h.to_dict("records"):
+        other = got.get(r["impl"], (None,))[0]
+        if other and not missing(r.get("chars_per_s")) and max(r["chars_per_s"] / other, other / r["chars_per_s"]) > DISAGREE:
+            out[r["impl"]] = "; ".join(filter(None, [out.get(r["impl"]), f"at H={H} the sweep measured "
+                                                     f"{fmt(r['chars_per_s'])} chars/s, the rounds {fmt(other)}"]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +353,9 @@ def rounds_section(rounds):
         ok = group[group["status"] == "ok"]
         speeds = {int(r["round"]): fmt(r["chars_per_s"]) for r in ok.to_dict("records")}
         ratios = ok["ratio"].dropna()
+        busy = [str(int(r["round"])) for r in group.to_dict("records") if is_busy(r)]
         rows.append({"impl": f"`{impl}`", **{k: speeds.get(k, "–") for k in range(1, n + 1)},
+                     "busy": ", ".join(busy) if busy else "none" if "others_busy_cores" in rounds else "not recorded",
                      "median": fmt(ok["chars_per_s"].median()) if not ok.empty else "–",
                      "ratio": fmt(ratios.median(), ".2f", "x") if not ratios.empty else "–",
                      "range": f"{fmt(ratios.min(), '.2f')}–{fmt(ratios.max(), '.2f')}" if not ratios.empty else "–"})
@@ -232,7 +367,7 @@ def rounds_section(rounds):
             f"runs a few seconds apart, and the median over rounds is the figure to quote.", "",
             md_table(rows, [("impl", "implementation")] + [(k, f"round {k} chars/s") for k in range(1, n + 1)]
                      + [("median", "median chars/s"), ("ratio", f"median ratio to {REFERENCE}"),
-                        ("range", "ratio range")]), ""]
+                        ("range", "ratio range"), ("busy", "rounds on a busy machine")]), ""]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,17 +595,20 @@ def write_report(out):
         f"{c.get('iters')} timed steps after the first step and {c.get('warmup')} warm-up steps; "
         f"{c.get('threads')} threads on {cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores); "
         f"{env.get('date', '')}.")
+    md += ["", *findings(summary, rounds, steps)]
     md += ["", "## How to read this", "", HOW_TO_READ]
 
     # Results table
     ok = summary[summary["status"] == "ok"]
     ref = ok[ok["impl"] == REFERENCE]
     ref_speed = float(ref["chars_per_s"].iloc[0]) if not ref.empty else None
+    doubt = contradicted(summary, rounds)
     rows = []
     for r in summary.to_dict("records"):
         rows.append({
-            "impl": f"`{r['impl']}`", "chars": fmt(r.get("chars_per_s")),
-            "ratio": fmt(r["chars_per_s"] / ref_speed, ".2f", "x") if ref_speed and not missing(r.get("chars_per_s")) else "–",
+            "impl": f"`{r['impl']}`" + (" ⚠" if is_busy(r) else ""), "chars": fmt(r.get("chars_per_s")),
+            "ratio": (fmt(r["chars_per_s"] / ref_speed, ".2f", "x") if ref_speed and not missing(r.get("chars_per_s")) else "–")
+            + (f" (rounds: {doubt[r['impl']][1]:.2f}x)" if r["impl"] in doubt else ""),
             "ms": fmt(r.get("step_ms_median"), ".1f"),
             "spread": f"{fmt(r.get('step_ms_p10'), '.1f')}–{fmt(r.get('step_ms_p90'), '.1f')}",
             "first": fmt(r.get("time_to_first_step_s"), ".1f"), "rss": fmt(r.get("peak_rss_mb")),
@@ -494,7 +632,9 @@ def write_report(out):
         "worker's own over the timed steps: with the machine's allocator a framework can spend a "
         "third of its step having the kernel hand it fresh zeroed pages, and whether it does "
         "changes from one process to the next; this run's allocator: "
-        + allocator(env) + ".")
+        + allocator(env) + f". ⚠: other processes kept more than {BUSY_CORES:g} cores busy just before or "
+        "while this row ran (summary.csv's others_busy_cores); \"(rounds: ...)\": the interleaved rounds "
+        f"measured a ratio more than {DISAGREE:g}x away, and the rounds' figure is the one to quote.")
     md += ["", image("throughput", "throughput per implementation")]
     capped = summary[summary.get("capped_by_budget", pd.Series(dtype=str)).astype(str) == "yes"] \
         if "capped_by_budget" in summary else summary.iloc[0:0]
@@ -549,7 +689,7 @@ def write_report(out):
         if not failed.empty:
             md.append("\nNot measured: " + "; ".join(
                 f"`{r['impl']}` H={r['hidden_size']}: {r['status']}" for r in failed.to_dict("records")) + ".")
-        md += ["", *sweep_reading(piv, c.get("vocab_size"), c.get("num_layers"))]
+        md += ["", *sweep_reading(piv, c.get("vocab_size"), c.get("num_layers"), sweep_doubts(sweep, summary, rounds))]
         md.append("")
 
     # Start-up and memory

@@ -1,7 +1,7 @@
 """The benchmark: every implementation trained on the same workload, each in its own process.
 
     python -m benchmarks.run                      # the reference run, 10-15 minutes on 2 cores
-    python -m benchmarks.run --quick --out bench-quick            # ~1 minute
+    python -m benchmarks.run --quick --out bench-quick            # a minute or two (README)
     python -m benchmarks.run --frameworks torch --paths layer --iters 50 --hidden-size 512
     python -m benchmarks.report results           # then REPORT.md from the CSVs
 
@@ -21,6 +21,10 @@ recorded in summary.csv's status and the others still run. Written to --out:
     rounds.csv        throughput in interleaved rounds: every implementation again in a fresh
                       process, one after the other, `rounds` times; a ratio to torch-layer is taken
                       within each round, so a slow spell of a shared machine hits both sides
+
+summary.csv, rounds.csv and sweep.csv carry the machine's load around each worker (LOAD_COLUMNS):
+the load average before and after, and the cores other processes kept busy just before it started
+and while it ran; the report flags a figure taken beside more than BUSY_CORES busy cores.
     gemm.csv          float32 matrix-multiply GFLOP/s with numpy and torch: the machine's peak
     environment.json  versions, CPU, threads, BLAS, git commit, devices, the config
     samples.txt       a short generated text from each implementation
@@ -33,6 +37,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,33 +53,40 @@ from common.batches import Batches, split
 from common.config import Config, add_config_args
 from common.errors import ConfigError, RosettaError
 from common.frameworks import DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, PATHS, check_backend, check_framework
+from common.runtime import busy_cores, cpu_times
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Defaults of the reference run and of --quick; a flag given on the command line wins over both.
-DEFAULTS = {  # reference run: ~15 min on 2 idle cores for its 12 rows; --quick: ~2 min
-    "iters": (1000, 40), "warmup": (5, 3), "hidden_size": (256, 128), "num_layers": (2, 2),
-    "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (100, 20),
+DEFAULTS = {  # reference run: ~15 min on 2 idle cores for its 12 rows; --quick: README: Benchmark options
+    "iters": (1000, 20), "warmup": (5, 2), "hidden_size": (256, 128), "num_layers": (2, 2),
+    "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (100, 10),
     "sweep_hidden": ("64,128,256,512", ""), "sweep_iters": (10, 5),
-    "gemm_size": (2048, 1024), "rounds": (3, 1), "round_iters": (20, 8),
+    "gemm_size": (2048, 512), "rounds": (3, 1), "round_iters": (20, 5),
     # seconds of timed steps after which a row stops (at least 3 steps): a slow row is capped by
     # time, so that the run's length does not grow with its slowest row; the report says which
-    "budget": (30.0, 4.0), "round_budget": (5.0, 2.0), "sweep_budget": (4.0, 2.0),
+    "budget": (30.0, 2.0), "round_budget": (5.0, 1.0), "sweep_budget": (4.0, 2.0),
     # char-rnn's rate, lower than the command line's 1e-2: Keras' Adam puts epsilon outside the bias
     # correction, and at 1e-2 that alone moves its loss 2e-3 from the others within 8 steps (1e-4 here)
     "learning_rate": (2e-3, 2e-3),
 }
+# The machine's load around each worker (LoadWatch): the 1-minute load average before and after,
+# the cores other processes kept busy just before it started (a short /proc/stat window) and, on
+# average, while it ran (all cores' busy time less the worker's own CPU time, over its wall time)
+LOAD_COLUMNS = ["load1_before", "load1_after", "others_busy_cores_before", "others_busy_cores"]
+BUSY_CORES = 0.3  # others kept more than this many cores busy: the figure was taken on a busy machine
 SUMMARY_COLUMNS = [
     "impl", "framework", "path", "backend", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
     "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb",
     "peak_rss_mb", "page_faults_per_step", "system_ms_per_step", "flops_per_char", "peak_fraction", "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
     "num_layers", "batch_size", "seq_length", "dtype", "optimizer", "learning_rate", "clip_norm",
-    "threads", "iters", "warmup", "timed_steps", "capped_by_budget"]
+    "threads", "iters", "warmup", "timed_steps", "capped_by_budget", *LOAD_COLUMNS]
 STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_time_s", "val_loss"]
 SWEEP_COLUMNS = ["impl", "framework", "path", "hidden_size", "chars_per_s", "step_ms_median",
-                 "timed_steps", "status"]
+                 "timed_steps", "status", *LOAD_COLUMNS]  # the load of the worker that ran the sweep too
 GEMM_COLUMNS = ["lib", "n", "threads", "reps", "median_s", "gflops", "status"]
-ROUNDS_COLUMNS = ["round", "impl", "chars_per_s", "step_ms_median", "ratio", "status"]
+ROUNDS_COLUMNS = ["round", "impl", "chars_per_s", "step_ms_median", "ratio", "status", *LOAD_COLUMNS]
+SHORT = 100  # a run of fewer timed steps than this (and no --rounds) gets one round, not three
 REFERENCE = "torch-layer"  # throughput ratios are against this implementation (here and in the report)
 
 
@@ -184,17 +196,20 @@ def build_parser():
     p.add_argument("--timeout", type=positive_float, default=1800.0,
                    help="seconds after which one implementation's process is stopped and recorded as failed (default %(default)s)")
     p.add_argument("--out", default="results", help="folder for the CSV files, environment.json and samples.txt (default %(default)s)")
-    p.add_argument("--quick", action="store_true", help="a ~1 minute configuration (smaller, fewer steps)")
+    p.add_argument("--quick", action="store_true",
+                   help="a configuration of a minute or two (smaller, fewer steps, one short round, no sweep)")
     return p
 
 
 def make_plan(args):
     """Everything a run needs, checked: implementations, config, corpus sizes. ConfigError on a bad value."""
     preset = 1 if args.quick else 0
+    given = {name for name in DEFAULTS if getattr(args, name) is not None}
     for name, values in DEFAULTS.items():
         if getattr(args, name) is None:
             value = values[preset]
             setattr(args, name, sizes(value) if name == "sweep_hidden" else value)
+    scale_to_the_run(args, given)
     impls = implementations(args.frameworks, args.paths, args.keras_backends)
     from common.corpus import load_corpus
     corpus = load_corpus(args.corpus)
@@ -208,6 +223,18 @@ def make_plan(args):
         Batches(val, config.batch_size, config.seq_length, "validation")
     return {"impls": impls, "config": config, "corpus": corpus, "args": args,
             "train_chars": len(train), "val_chars": len(val)}
+
+
+def scale_to_the_run(args, given):
+    """The rounds and the sweep scale with the run: a short run (fewer than SHORT timed steps) gets one
+    round, and no round or sweep size takes more steps or seconds than a main run; a value given on the
+    command line is kept."""
+    if "rounds" not in given and args.iters < SHORT:
+        args.rounds = min(args.rounds, 1)
+    for name, limit in (("round_iters", args.iters), ("sweep_iters", args.iters), ("round_budget", args.budget),
+                        ("sweep_budget", args.budget)):
+        if name not in given:
+            setattr(args, name, min(getattr(args, name), limit))
 
 
 def backend_of(impl):
@@ -256,6 +283,7 @@ def run_worker(spec, workdir, threads, timeout, malloc="steady"):
     env = {**os.environ, **thread_env(threads, backend_of(name) or spec.get("backend")), **malloc_env(malloc),
            "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    load = LoadWatch()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--spec", json.dumps(spec)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace")
@@ -285,6 +313,7 @@ def run_worker(spec, workdir, threads, timeout, malloc="steady"):
         raise
     reader.join(timeout=5)
     result = json.loads(out.read_text()) if out.exists() else {"steps": [], "val": [], "sweep": []}
+    result["load"] = load.done()
     if timed_out:
         message = f"failed: timeout after {time.perf_counter() - started:.0f} s (--timeout {timeout:g})"
         result["sweep_status" if result.get("main_done") else "status"] = message
@@ -294,6 +323,38 @@ def run_worker(spec, workdir, threads, timeout, malloc="steady"):
     if result.get("status") != "ok" and tail:
         sys.stderr.write("".join(f"    {line}\n" for line in tail[-15:]))
     return result
+
+
+class LoadWatch:
+    """The machine's load around one worker (LOAD_COLUMNS): made just before the worker starts,
+    done() after it was reaped."""
+
+    def __init__(self):
+        self.load1_before = os.getloadavg()[0]
+        self.others_before = busy_cores(0.05)  # run.py sleeps in this window: all of it is others' work
+        self.cpu, self.children, self.wall = cpu_times(), children_cpu_s(), time.perf_counter()
+
+    def done(self):
+        wall, cpu = time.perf_counter() - self.wall, cpu_times()
+        out = {"load1_before": round(self.load1_before, 2), "load1_after": round(os.getloadavg()[0], 2),
+               "others_busy_cores_before": None if self.others_before is None else round(self.others_before, 2),
+               "others_busy_cores": None}
+        if cpu and self.cpu and wall > 0:
+            busy_s = (cpu[0] - self.cpu[0]) / os.sysconf("SC_CLK_TCK")
+            own_s = children_cpu_s() - self.children  # the worker's CPU time, its threads and children
+            out["others_busy_cores"] = round(max(0.0, (busy_s - own_s) / wall), 2)
+        return out
+
+
+def children_cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def busy(row):
+    """Whether a row's figure was taken while other processes kept more than BUSY_CORES cores busy."""
+    values = [row.get(k) for k in ("others_busy_cores", "others_busy_cores_before")]
+    return any(v is not None and v != "" and float(v) > BUSY_CORES for v in values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +371,8 @@ def summary_row(impl, framework, path, result, plan, peak_gflops):
     row = {"impl": impl, "framework": framework, "path": path, "backend": backend_of(impl) or "",
            "status": result.get("status", "failed"),
            "device": result.get("device", ""), "threads": args.threads, "iters": args.iters,
-           "warmup": args.warmup, **{k: v for k, v in config.to_dict().items() if k != "seed"}}
+           "warmup": args.warmup, **{k: v for k, v in config.to_dict().items() if k != "seed"},
+           **result.get("load", {})}
     row["flops_per_char"] = flops.flops_per_char(config.vocab_size, config.hidden_size, config.num_layers)
     row["time_to_first_step_s"] = result.get("time_to_first_step_s")
     for key in ("idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb", "peak_rss_mb", "page_faults_per_step",
@@ -356,7 +418,7 @@ def sweep_rows(impl, framework, path, result, config, asked):
                                                  else "failed: not reached")
         r = done.get(H, {"status": not_run, "step_times_s": [], "losses": []})
         row = {"impl": impl, "framework": framework, "path": path, "hidden_size": H,
-               "timed_steps": len(r["step_times_s"]), "status": r["status"]}
+               "timed_steps": len(r["step_times_s"]), "status": r["status"], **result.get("load", {})}
         if r["status"] == "ok" and not (r["losses"] and np.all(np.isfinite(r["losses"]))):
             row["status"] = "failed: non-finite loss"
         if row["status"] == "ok" and r["step_times_s"]:
@@ -378,7 +440,7 @@ def round_rows(rnd, results, config):
         median = float(np.median(times)) if ok else None
         rows.append({"round": rnd, "impl": impl, "status": r.get("status") if not ok else "ok",
                      "chars_per_s": chars / median if median else None,
-                     "step_ms_median": 1e3 * median if median else None})
+                     "step_ms_median": 1e3 * median if median else None, **r.get("load", {})})
     reference = next((row["chars_per_s"] for row in rows if row["impl"] == REFERENCE), None)
     for row in rows:
         row["ratio"] = row["chars_per_s"] / reference if row["chars_per_s"] and reference else None
@@ -535,7 +597,8 @@ def run_all(plan, out, work):
         if args.sweep_hidden:
             sweep += sweep_rows(impl, framework, path, r, config, args.sweep_hidden)
         say(f"  {impl}: {row['status']}" + (f", {row['chars_per_s']:,.0f} chars/s, first step "
-                                            f"{row['time_to_first_step_s']:.1f} s" if row["status"] == "ok" else ""))
+                                            f"{row['time_to_first_step_s']:.1f} s" if row["status"] == "ok" else "")
+            + (f" (busy machine: other processes kept {row['others_busy_cores']} cores busy)" if busy(row) else ""))
         write_all()
     run_rounds(plan, [impl for impl, row in zip(impls, summary) if row["status"] == "ok"], base, out, work)
     ok = sum(row["status"] == "ok" for row in summary)

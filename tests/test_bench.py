@@ -9,6 +9,7 @@ PyTorch never enter the pytest process.
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 from common.frameworks import KERAS_BACKENDS, PATHS  # noqa: E402  (imports no framework)
+REF = "torch-layer"  # benchmarks.run.REFERENCE: the ratios' denominator
 
 IMPLS = ([f"{f}-{p}" for f in ("numpy", "torch") for p in PATHS[f]]
          + [f"keras-{p}@{b}" for b in KERAS_BACKENDS for p in PATHS["keras"] if p != "fast" or b == "tensorflow"])
@@ -279,3 +281,92 @@ def test_an_unknown_keras_backend_is_one_sentence(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "python -m benchmarks.run: error: unknown Keras backend 'theano'; choose one of tensorflow, jax, torch.")
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine's load beside every figure, and the findings that open the report
+
+def test_load_is_recorded_beside_every_worker(run_dir):
+    from benchmarks.run import LOAD_COLUMNS
+    out, _ = run_dir
+    for name, rows in (("summary", read_csv(out / "summary.csv")), ("rounds", read_csv(out / "rounds.csv")),
+                       ("sweep", read_csv(out / "sweep.csv"))):
+        assert set(LOAD_COLUMNS) <= set(rows[0]), name
+        for r in rows:
+            assert float(r["load1_before"]) >= 0 and float(r["load1_after"]) >= 0, (name, r)
+            for key in ("others_busy_cores_before", "others_busy_cores"):  # other processes' cores, not the worker's
+                assert 0 <= float(r[key]) <= os.cpu_count() + 0.05, (name, key, r)
+    summary = {r["impl"]: r for r in read_csv(out / "summary.csv")}
+    for r in read_csv(out / "sweep.csv"):  # the sweep ran in the main run's worker: the same load
+        assert r["others_busy_cores"] == summary[r["impl"]]["others_busy_cores"]
+
+
+def findings_of(report):
+    paragraphs = report.split("\n\n")
+    assert paragraphs[0].startswith("# LSTM Rosetta") and paragraphs[1].startswith("Character-level LSTM")
+    assert paragraphs[2].startswith("**Findings.**")  # right after the one-line config paragraph
+    return paragraphs[2]
+
+
+def test_findings_follow_from_the_figures(run_dir):
+    out, _ = run_dir
+    text = findings_of((out / "REPORT.md").read_text(encoding="utf-8"))
+    rounds = [r for r in read_csv(out / "rounds.csv") if r["status"] == "ok"]
+    speed = {impl: np.median([float(r["chars_per_s"]) for r in rounds if r["impl"] == impl]) for impl in IMPLS}
+    fastest, slowest = max(speed, key=speed.get), min(speed, key=speed.get)
+    assert f"Fastest: `{fastest}` at {speed[fastest]:,.0f} chars/s" in text
+    assert f"slowest: `{slowest}` at {speed[slowest]:,.0f}" in text and "interleaved rounds" in text
+    ratio = np.median([float(r["ratio"]) for r in rounds if r["impl"] == "numpy-cell"])
+    assert f"`numpy-cell` {ratio:.2f}x" in text
+    steps = read_csv(out / "steps.csv")
+    losses = np.array([[float(s["loss"]) for s in steps if s["impl"] == impl][:10] for impl in IMPLS])
+    assert f"The loss curves agree: at most {np.ptp(losses, axis=0).max():.1e} apart" in text
+    assert ("No figure was taken on a busy machine" in text) != ("Taken on a busy machine" in text)
+
+
+def test_busy_or_contradicted_figures_are_not_findings(run_dir, tmp_path):
+    import pandas as pd
+    from benchmarks.report import write_report
+    out, _ = run_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    summary, rounds = pd.read_csv(copy / "summary.csv"), pd.read_csv(copy / "rounds.csv")
+    summary[["others_busy_cores", "others_busy_cores_before"]] = 0.0
+    rounds[["others_busy_cores", "others_busy_cores_before"]] = 0.0
+    summary.loc[summary["impl"] == "numpy-cell", "others_busy_cores"] = 1.5  # a busy spell in its main run
+    rounds.loc[rounds["impl"] == "numpy-cell", "others_busy_cores"] = 1.5
+    speed = dict(zip(rounds["impl"], rounds["chars_per_s"]))  # one round: its figures are the medians
+    summary.loc[summary["impl"] == "torch-cell", "chars_per_s"] = speed["torch-cell"] / 5  # the rounds disagree
+    summary.loc[summary["impl"] == REF, "chars_per_s"] = speed[REF]
+    for impl in ("torch-cell", REF):  # the step times to match, for the throughput plot's whiskers
+        row = summary["impl"] == impl
+        summary.loc[row, ["step_ms_median", "step_ms_p10", "step_ms_p90"]] = 1e3 * B * T / summary.loc[row, "chars_per_s"].iloc[0]
+    summary.to_csv(copy / "summary.csv", index=False)
+    rounds.to_csv(copy / "rounds.csv", index=False)
+    # each falls 40x from H=8 to H=16; numpy-cell's sweep ran on a busy machine, numpy-fast's figure
+    # at the run's H=16 is 5x off the rounds', torch-layer's agrees with them and is a finding
+    sweep = pd.DataFrame([{"impl": impl, "framework": impl.split("-")[0], "path": impl.split("-")[1], "hidden_size": h,
+                           "chars_per_s": speed[impl] * (40 if h == 8 else 1) / (5 if impl == "numpy-fast" else 1),
+                           "step_ms_median": 1.0, "timed_steps": 2, "status": "ok", "load1_before": 0.1,
+                           "load1_after": 0.1, "others_busy_cores_before": 0.0,
+                           "others_busy_cores": 1.5 if impl == "numpy-cell" else 0.0}
+                          for impl in ("numpy-cell", "numpy-fast", REF) for h in (8, 16)])
+    sweep.to_csv(copy / "sweep.csv", index=False)
+    report = write_report(copy).read_text(encoding="utf-8")
+    text = findings_of(report)
+    assert "Taken on a busy machine" in text and "`numpy-cell` (main run beside 1.5 busy cores; 1 of 1 rounds busy)" in text
+    assert re.search(r"^\| `numpy-cell` ⚠ \|", report, re.M) and not re.search(r"^\| `numpy-fast` ⚠", report, re.M)
+    main_ratio, rounds_ratio = speed["torch-cell"] / 5 / speed[REF], speed["torch-cell"] / speed[REF]
+    assert f"`torch-cell` ({main_ratio:.2f}x against {rounds_ratio:.2f}x)" in text and "not findings" in text
+    assert re.search(rf"^\| `torch-cell` \| [\d,]+ \| {main_ratio:.2f}x \(rounds: {rounds_ratio:.2f}x\) \|", report, re.M)
+    reading = report.split("## Throughput against hidden size: reading the curve")[1].split("\n## ")[0]
+    found, doubted = reading.split("Not findings")
+    assert f"`{REF}` falls 40.0x from 8 to 16" in found
+    assert "`numpy-cell` falls" not in found and "`numpy-fast` falls" not in found
+    assert "`numpy-cell` falls 40.0x from 8 to 16" in doubted and "measured beside 1.5 busy cores" in doubted
+    assert "`numpy-fast` falls 40.0x from 8 to 16" in doubted and "at H=16 the sweep measured" in doubted
+    # a run from before the load was recorded says so instead of calling it quiet
+    summary.drop(columns=["others_busy_cores", "others_busy_cores_before"]).to_csv(copy / "summary.csv", index=False)
+    rounds.drop(columns=["others_busy_cores", "others_busy_cores_before"]).to_csv(copy / "rounds.csv", index=False)
+    text = findings_of(write_report(copy).read_text(encoding="utf-8"))
+    assert "did not record the machine's load" in text and "busy machine" not in text

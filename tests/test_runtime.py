@@ -155,3 +155,18 @@ def test_a_bad_malloc_choice_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "common.cli", "train", "--malloc", "sometimes"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--malloc" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("malloc", ["steady", "default"])
+def test_rosetta_sample_starts_with_the_settings(tmp_path, malloc):
+    corpus, ckpt = tmp_path / "tiny.txt", tmp_path / "m.safetensors"
+    corpus.write_text(TEXT, encoding="utf-8")
+    train = subprocess.run([sys.executable, "-m", "common.cli", "train", "--corpus", str(corpus), *TINY, "--threads", "1",
+                            "--save", str(ckpt)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert train.returncode == 0, train.stderr[-2000:]
+    code = CLI.replace("sys.argv[1:]", repr(["sample", str(ckpt), "--length", "5", "--malloc", malloc]))
+    got = child(code, env_drop=THREAD_VARIABLES + tuple(runtime.PASSIVE_WAITING))
+    assert got["status"] == 0 and set(got["openblas"]) == {1} and got["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    malloc_env = {k: v for k, v in got["env"].items() if k.startswith("MALLOC_")}
+    assert malloc_env == ({"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+                          if malloc == "steady" else {})
