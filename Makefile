@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test bench bench-quick bench-levers baselines diff rosetta clean
+.PHONY: test bench bench-quick bench-busy bench-levers baselines diff rosetta clean
 
 # The venv is rebuilt whenever the pinned requirements or the project metadata change.
 $(VENV): requirements.txt pyproject.toml
@@ -21,10 +21,17 @@ bench: $(VENV)
 	$(PY) -m benchmarks.report results
 	@echo "Report: results/REPORT.md"
 
+# The 11 implementations at H=128, 20 timed steps and one 5-step round, no sweep: 1 min 43 s on 2
+# quiet cores (make bench: about 15 minutes).
 bench-quick: $(VENV)
 	$(PY) -m benchmarks.run --quick --out bench-quick
 	$(PY) -m benchmarks.report bench-quick
 	@echo "Report: bench-quick/REPORT.md"
+
+# `rosetta train` beside 0, 1 and 2 busy processes at the old and new start-up defaults (~30 min on
+# 2 shared cores): results/busy.csv and busy.md.
+bench-busy: $(VENV)
+	$(PY) -m benchmarks.busy --out results --reps 3
 
 # Each speed lever before and after, and every implementation at 1 and 2 threads (~7 min on 2
 # idle cores), into results/ next to `make bench`'s files (run that first: the report needs them).

@@ -1,6 +1,6 @@
 """`rosetta train` throughput beside busy processes, at the old and the new start-up defaults.
 
-    python -m benchmarks.busy --out results --reps 3        # ~15-25 min on 2 cores
+    python -m benchmarks.busy --out results --reps 3        # ~30 min on 2 shared cores (make bench-busy)
 
 Each run is `rosetta train` (H=256, L=2, a few dozen steps, --log) in a fresh process; its speed
 is the median chars/s of the logged steps after the first five. Runs are interleaved: in every
@@ -11,7 +11,8 @@ Settings:
     default   the start-up before common/runtime.py: the frameworks' own threads and waiting,
               glibc's own allocator thresholds
     free      threads = the free cores and the steady allocator, the frameworks' own waiting
-    new       what `rosetta train` does now: free cores, passive waiting, steady allocator
+    new       what `rosetta train` does now (common/runtime.py: free cores, OpenBLAS threads that
+              sleep at once, steady allocator; results/busy.md says which waiting it measured)
     new-t1    the same with --threads 1 (the goal's reference: idle 1-thread throughput)
 
 Beside each figure: the load average before and after, and the busy share of the machine's

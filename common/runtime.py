@@ -12,11 +12,12 @@ their thread counts and waiting policy once, at import):
             /proc/stat, at least 1. A BLAS or OpenMP pool with a thread on a core that another
             process holds waits for that thread at every barrier; on a 2-core machine with two
             busy processes that cost numpy a factor of 50 (README: Speed on a busy machine).
-  waiting   threads that find no work sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE and
-            GOMP_SPINCOUNT=0 for torch's GNU OpenMP and the MKL it drives, KMP_BLOCKTIME=0 for
-            Intel's OpenMP, OPENBLAS_THREAD_TIMEOUT=4 for numpy's OpenBLAS): a spinning thread
-            takes a core from whatever else runs, including the process's own other threads.
-            A value the user set in the environment is kept.
+  waiting   numpy's OpenBLAS threads that find no work sleep at once instead of spinning for up
+            to 2**28 cycles (OPENBLAS_THREAD_TIMEOUT=4): a spinning thread takes a core from
+            whatever else runs. torch's GNU OpenMP keeps its own short spin: OMP_WAIT_POLICY=PASSIVE
+            halved torch-layer at 2 threads on a quiet machine (README: Speed on a busy machine),
+            and the free-core count already keeps its threads off busy cores. A value the user set
+            in the environment is kept.
   malloc    "steady" (the default): glibc's mmap threshold fixed at 32 MiB and its trim threshold
             at 1 GiB, so a training step's freed buffers serve the next step instead of going back
             to the kernel and returning as fresh zeroed pages (benchmarks/worker.py STEADY_MALLOC,
@@ -38,10 +39,8 @@ from common.frameworks import THREAD_VARIABLES
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 2**30}
 MALLOC_CHOICES = ("steady", "default")
-# Threads with no work sleep at once: GNU OpenMP (torch, MKL under it), Intel OpenMP, OpenBLAS (numpy;
-# its spin time is 2**N cycles, 4 the least it takes)
-PASSIVE_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "KMP_BLOCKTIME": "0",
-                   "OPENBLAS_THREAD_TIMEOUT": "4"}
+# numpy's OpenBLAS threads with no work sleep at once (its spin time is 2**N cycles, 4 the least it takes)
+PASSIVE_WAITING = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 BUSY_WINDOW_S = 0.1  # how long /proc/stat is watched for other processes' work
 BUSY_CORE = 0.5      # a core counts as taken when others kept it busy more than this share of the window
 
