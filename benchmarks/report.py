@@ -5,6 +5,11 @@
 Reads summary.csv, steps.csv, sweep.csv, gemm.csv, environment.json, samples.txt and, when
 present, levers.csv and threads.csv from `python -m benchmarks.levers` (the speed levers tried,
 before and after, for "What made it fast"; every implementation at 1 and 2 threads).
+
+The report opens with findings taken from the figures (findings below): the fastest and slowest
+implementation and the ratios of the rounds, the main-table ratios the rounds contradict, whether
+the loss curves agree, and the rows taken on a busy machine (run.py's load columns), which are
+marked; a sweep step measured on a busy machine or contradicted by the rounds is not read as one.
 """
 
 import argparse
