@@ -526,8 +526,9 @@ def memory_section(summary):
 
 HOW_TO_READ = """\
 Each implementation (a framework and a path: `layer` is the library's own LSTM, `cell` the gate
-equations written out in that framework's operations; numpy has only its hand-written cell) was
-trained in its own process, from the same initial weights, on the same batches, with the same
+equations written out plainly in that framework's operations (the lesson, `model.py`), `fast` the
+same model tuned for speed (`fast.py`); Keras once per backend, `@tensorflow`, `@jax`, `@torch`)
+was trained in its own process, from the same initial weights, on the same batches, with the same
 number of threads. So:
 
 - **The loss curves should lie on top of each other.** Same weights, same data, same optimizer
