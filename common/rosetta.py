@@ -79,7 +79,15 @@ def section_order(text):
 
 
 def changed_lines(a, b):
-    """Lines that differ between two texts, as `diff a b | grep -c '^[<>]'` counts them."""
+    """Lines that differ between two texts, as `diff a b | grep -c '^[<>]'` counts them (`make diff`);
+    difflib's count, which can differ by a few lines, where no diff program is installed."""
+    if shutil.which("diff"):
+        with tempfile.TemporaryDirectory() as tmp:
+            files = [Path(tmp, name) for name in ("a", "b")]
+            for f, text in zip(files, (a, b)):
+                f.write_text(text, encoding="utf-8")
+            out = subprocess.run(["diff", *map(str, files)], capture_output=True, text=True).stdout
+        return sum(1 for line in out.splitlines() if line[:1] in "<>")
     return sum(1 for d in difflib.ndiff(a.splitlines(), b.splitlines()) if d[:2] in ("- ", "+ "))
 
 
