@@ -10,6 +10,10 @@ Every export is the same function in float32 (whatever the checkpoint's dtype):
     outputs  logits (B, T, V) float32, h and c (L, B, H) after the last position
 
 so feeding the returned h, c back with the next character samples one character at a time.
+The state is optional only in the ONNX file (STATE_OPTIONAL): {"ids": ids} alone is a fresh start.
+torch.export cannot trace an optional input (PyTorch's ExportDB case "optional_input") and a
+functional Keras model's built-in layers cannot take a missing state without a custom layer that
+plain load_model code would have to register, so those two take zeros for a fresh start.
 The vocabulary and sizes travel inside the file as the JSON text "rosetta.json" (METADATA below):
 an entry of the .keras zip, an extra file of the .pt2, a metadata_props entry of the .onnx.
 
@@ -35,6 +39,7 @@ NEEDS = {"keras": ("keras",), "torch": ("torch",), "onnx": ("torch", "onnx", "on
 # The module that builds each, reached by name as common/frameworks.py reaches the models
 BUILDERS = {"keras": "keras_impl.export", "torch": "torch_impl.export", "onnx": "torch_impl.export"}
 METADATA = "rosetta.json"
+STATE_OPTIONAL = {"keras": False, "torch": False, "onnx": True}
 FORMAT = "lstm-rosetta-export/1"
 
 
@@ -65,16 +70,19 @@ def check_export(checkpoint, to, output, force=False):
     return ckpt
 
 
-def metadata_json(ckpt):
+def metadata_json(ckpt, to=None):
     """The JSON text stored as rosetta.json in every export: what a user needs to feed and read it."""
     c = ckpt.config
+    optional = STATE_OPTIONAL.get(to, False)
+    state = ("float32 (num_layers, batch or 1, hidden_size); optional: left out, zeros (a fresh start)"
+             if optional else "float32 (num_layers, batch, hidden_size), zeros to start; always passed")
     return json.dumps({
         "format": FORMAT, "vocab": ckpt.vocab.chars, "vocab_size": c.vocab_size,
         "hidden_size": c.hidden_size, "num_layers": c.num_layers, "target": c.target,
         "seq_length": c.seq_length, "trained_by": ckpt.framework,
         "inputs": {"ids": "int64 (batch, time): indices into vocab",
-                   "h": "float32 (num_layers, batch, hidden_size), zeros to start",
-                   "c": "float32 (num_layers, batch, hidden_size), zeros to start"},
+                   "h": state, "c": state},
+        "state_optional": optional,
         "outputs": {"logits": "float32 (batch, time, vocab_size)",
                     "h": "float32 (num_layers, batch, hidden_size)", "c": "the same as h"},
     }, ensure_ascii=False)
@@ -82,7 +90,7 @@ def metadata_json(ckpt):
 
 def write(ckpt, to, tmp):
     """Build the export from the checkpoint's weights with the framework's own layers and write `tmp`."""
-    meta = metadata_json(ckpt)
+    meta = metadata_json(ckpt, to)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes
     module = importlib.import_module(BUILDERS[to])
     if to == "keras":

@@ -1,7 +1,8 @@
 """rosetta export: each file, loaded by plain Keras, PyTorch or onnxruntime code in a fresh process
 (python -I, outside the project), gives numpy's logits and state to float32 rounding, for a batch
-and for 20 characters fed one at a time with the state fed back; bad input is one sentence and
-touches no file."""
+and for 20 characters fed one at a time with the state fed back; a fresh start (zeros; in ONNX the
+ids alone, the state left out) gives numpy's fresh logits; bad input is one sentence and touches no
+file."""
 
 import json
 import subprocess
@@ -32,6 +33,7 @@ meta = json.loads(zipfile.ZipFile(sys.argv[1]).read("rosetta.json"))
 def run(ids, h, c):
     out = model({"ids": ids, "h": h, "c": c})
     return [keras.ops.convert_to_numpy(out[k]) for k in ("logits", "h", "c")]
+run_ids = None  # the state is always passed (README, Exports)
 """,
     "torch": """
 import json, sys
@@ -42,6 +44,7 @@ meta = json.loads(extra["rosetta.json"])
 def run(ids, h, c):
     with torch.no_grad():
         return [t.numpy() for t in model(torch.from_numpy(ids), torch.from_numpy(h), torch.from_numpy(c))]
+run_ids = None  # the state is always passed (README, Exports)
 """,
     "onnx": """
 import json, sys
@@ -50,6 +53,8 @@ session = onnxruntime.InferenceSession(sys.argv[1])
 meta = json.loads(session.get_modelmeta().custom_metadata_map["rosetta.json"])
 def run(ids, h, c):
     return session.run(None, {"ids": ids, "h": h, "c": c})
+def run_ids(ids):  # the state left out: the graph's zero default
+    return session.run(None, {"ids": ids})
 """,
 }
 RUN = """
@@ -61,7 +66,12 @@ steps = []
 for i in data["chars"]:  # one character at a time, the state fed back
     z, sh, sc = run(np.array([[i]], dtype=np.int64), sh, sc)
     steps.append(z[0, 0])
-np.savez(sys.argv[3], logits=logits, h=h, c=c, steps=np.array(steps), vocab=np.array(meta["vocab"]))
+fresh = run(data["ids"], np.zeros_like(data["h"]), np.zeros_like(data["c"]))
+alone = fresh if run_ids is None else run_ids(data["ids"])
+assert meta["state_optional"] == (run_ids is not None)
+np.savez(sys.argv[3], logits=logits, h=h, c=c, steps=np.array(steps), vocab=np.array(meta["vocab"]),
+         fresh_logits=fresh[0], fresh_h=fresh[1], fresh_c=fresh[2],
+         alone_logits=alone[0], alone_h=alone[1], alone_c=alone[2])
 assert not any(m == "common" or m.startswith(("common.", "torch_impl", "keras_impl")) for m in sys.modules)
 """
 
@@ -105,6 +115,14 @@ def numpy_reference(data):
     return logits, np.stack([h for h, _ in state]), np.stack([c for _, c in state]), np.array(steps)
 
 
+def numpy_fresh(data):
+    """numpy's logits and state for the batch from a fresh (zero) state."""
+    from numpy_impl.model import CharLSTM
+
+    logits, state = CharLSTM(CONFIG, init_weights(CONFIG)).forward(data["ids"], None)
+    return logits, np.stack([h for h, _ in state]), np.stack([c for _, c in state])
+
+
 @pytest.mark.parametrize("to", ["keras", "torch", "onnx"])
 def test_export_loads_in_plain_code_and_gives_numpys_logits(to, checkpoint, inputs, tmp_path):
     suffix = {"keras": ".keras", "torch": ".pt2", "onnx": ".onnx"}[to]
@@ -124,6 +142,9 @@ def test_export_loads_in_plain_code_and_gives_numpys_logits(to, checkpoint, inpu
     np.testing.assert_allclose(got["c"], c, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got["steps"], steps, rtol=RTOL, atol=ATOL)
     assert str(got["vocab"]) == VOCAB.chars
+    for name, want in zip(("logits", "h", "c"), numpy_fresh(inputs[1])):
+        np.testing.assert_allclose(got[f"fresh_{name}"], want, rtol=RTOL, atol=ATOL)
+        np.testing.assert_array_equal(got[f"alone_{name}"], got[f"fresh_{name}"])  # ONNX: ids alone = zeros
 
 
 def test_torch_export_module_agrees_with_nn_lstm():

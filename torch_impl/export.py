@@ -6,7 +6,9 @@
 
 ids: int64 (B, T); h, c: float32 (L, B, H), the LSTM state of every layer stacked as nn.LSTM
 stacks it (zeros to start); logits: float32 (B, T, V). Both B and T are dynamic in the saved
-program. Called by common/export.py, which checks the input and writes atomically.
+program. In the ONNX file h and c are optional (with_zero_state_default); the .pt2 program always
+takes them, as torch.export traces no optional input (its ExportDB case "optional_input").
+Called by common/export.py, which checks the input and writes atomically.
 """
 
 import numpy as np
@@ -96,13 +98,50 @@ def save_pt2(module, path, metadata_json):
 
 
 def save_onnx(module, path, metadata_json):
-    """The module as one self-contained ONNX file; metadata_json as metadata_props["rosetta.json"]."""
+    """The module as one self-contained ONNX file, h and c optional; metadata_json as metadata_props["rosetta.json"]."""
     import onnx
 
     program = torch.onnx.export(module, example_inputs(module), dynamo=True, dynamic_shapes=dynamic_shapes(),
                                 input_names=["ids", "h", "c"], output_names=["logits", "h_out", "c_out"],
                                 verbose=False)
     proto = program.model_proto
+    with_zero_state_default(proto, module.lstm.num_layers, module.lstm.hidden_size)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "rosetta.json", metadata_json
     onnx.save_model(proto, path, save_as_external_data=False)
+
+
+def with_zero_state_default(proto, num_layers, hidden_size):
+    """Make the inputs h and c optional in the ONNX graph `proto` (changed in place).
+
+    ONNX's one way to default an input is an initializer of the same name, which a runtime uses
+    when the input is not fed; the initializer is zeros (L, 1, H), so each graph input is first
+    broadcast to (L, B, H) with B taken from ids (an Expand): {"ids": ids} alone is the fresh start,
+    and a fed state of batch B, or of batch 1, passes through unchanged or broadcast.
+    """
+    from onnx import helper, numpy_helper
+
+    names = {"h": "h_full", "c": "c_full"}
+
+    def rename(graph):  # every use of h and c, also inside the Scan bodies, reads the broadcast state
+        for node in graph.node:
+            node.input[:] = [names.get(name, name) for name in node.input]
+            for attribute in node.attribute:
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    rename(sub)
+
+    rename(proto.graph)
+    one = numpy_helper.from_array(np.ones(1, dtype=np.int64), "state_default_one")
+    nodes = [helper.make_node("Shape", ["ids"], ["state_default_batch"], start=0, end=1),  # (1,) = [B]
+             helper.make_node("Concat", ["state_default_one", "state_default_batch", "state_default_one"],
+                              ["state_default_shape"], axis=0)]                            # [1, B, 1]
+    for name, full in names.items():
+        nodes.append(helper.make_node("Expand", [name, "state_default_shape"], [full]))  # (L, B, H)
+        proto.graph.initializer.append(
+            numpy_helper.from_array(np.zeros((num_layers, 1, hidden_size), np.float32), name))
+    for graph_input in proto.graph.input:
+        if graph_input.name in names:  # B or 1
+            graph_input.type.tensor_type.shape.dim[1].dim_param = "batch_or_1"
+    proto.graph.initializer.append(one)
+    for node in reversed(nodes):
+        proto.graph.node.insert(0, node)
