@@ -23,6 +23,8 @@ from keras import ops  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
 from common.checkpoint import check_training_state  # noqa: E402
 from common.weights import check_weights  # noqa: E402
+from keras_impl import model as lesson  # noqa: E402
+from keras_impl.plumbing import floatx  # noqa: E402
 
 PATHS = ("fast",)
 
@@ -43,34 +45,11 @@ JIT_COMPILE = {"fast": True}
 
 
 def make_optimizer(config):
-    """Keras' own optimizer for config.optimizer, clipping by global norm when clip_norm > 0 or
-    by value when clip_value > 0 (Keras takes one clipping at most: common/config.py).
-
-    Keras 3's formulas (keras/src/optimizers, update_step) differ from numpy_impl's default
-    ("pytorch", which is torch's); numpy_impl.optim's formula="keras" copies these:
-      Adam     alpha = lr * sqrt(1 - b2^t) / (1 - b1^t);  w -= m * alpha / (sqrt(v) + eps)
-               eps outside the bias correction (torch: lr * m_hat / (sqrt(v_hat) + eps))
-      Adagrad  s += g^2;  w -= lr * g / sqrt(s + eps)     (torch: lr * g / (sqrt(s) + eps))
-      global_clipnorm (base_optimizer.clip_by_global_norm): norm = sqrt(sum of every sum(g^2));
-               g *= clip_norm * min(1 / norm, 1 / clip_norm), always applied
-               (torch: g *= clip_norm / (norm + 1e-6), only when that is < 1)
-    """
-    clip = {"global_clipnorm": config.clip_norm or None, "clipvalue": config.clip_value or None}
-    # The learning rate lives in a variable of keras' floatx: make it config.dtype, or a
-    # float64 model would step with lr rounded to float32.
-    floatx = keras.config.floatx()
-    keras.config.set_floatx(config.dtype)
-    try:
-        if config.optimizer == "sgd":
-            return keras.optimizers.SGD(config.learning_rate, **clip)
-        if config.optimizer == "adagrad":
-            return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0, epsilon=1e-10, **clip)
-        # betas as numpy float64: Adam casts them to the variable's dtype with tf.cast, which
-        # takes a python float through float32 (0.999 -> 0.99900001) even in a float64 model
-        return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
-                                     epsilon=1e-8, **clip)
-    finally:
-        keras.config.set_floatx(floatx)
+    """The lesson's optimizer (keras_impl/model.py: Keras' own, configured to numpy_impl.optim's
+    formula "keras", clipping inside it), made in config.dtype: the learning rate lives in a variable
+    of keras' floatx, and a float64 model must not step with its rate rounded to float32."""
+    with floatx(config.dtype):
+        return lesson.make_optimizer(config)
 
 
 def dense(grads):

@@ -17,9 +17,9 @@ import functools
 import numpy as np
 
 from common.errors import ConfigError
-from common.checkpoint import check_training_state
 from common.weights import check_weights
-from numpy_impl.optim import FORMULAS, check_formula, make_optimizer, optimizer_state, set_optimizer_state
+from numpy_impl import plumbing
+from numpy_impl.optim import FORMULAS, check_formula, make_optimizer
 
 PATHS = ("fast",)
 
@@ -353,17 +353,9 @@ class CharLSTM:
         return loss
 
     def get_training_state(self):
-        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray,
-        the optimizer's state ("optim.m/lstm.0.W_x", "optim.v/...", "optim.sum/..." for Adagrad,
-        "optim.step") and the carried state ("state.h/0", "state.c/0", ...), interchange layout."""
-        tensors = optimizer_state(self.optimizer, self.params)  # numpy_impl/optim.py
-        for l, (h, c) in enumerate(self.state):
-            tensors[f"state.h/{l}"], tensors[f"state.c/{l}"] = np.array(h), np.array(c)
-        return tensors
+        """What exact resume needs beyond the weights: numpy_impl/plumbing.py, shared with model.py."""
+        return plumbing.get_training_state(self)
 
     def set_training_state(self, tensors):
         """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
-        check_training_state(tensors, self.config)
-        set_optimizer_state(self.optimizer, tensors, self.params)
-        self.state = [(np.array(tensors[f"state.h/{l}"], self.dtype), np.array(tensors[f"state.c/{l}"], self.dtype))
-                      for l in range(self.config.num_layers)]
+        plumbing.set_training_state(self, tensors)
