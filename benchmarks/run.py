@@ -52,7 +52,7 @@ from benchmarks.worker import MALLOC_CHOICES, malloc_env, thread_env
 from common.batches import Batches, split
 from common.config import Config, add_config_args
 from common.errors import ConfigError, RosettaError
-from common.frameworks import DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, PATHS, check_backend, check_framework
+from common.frameworks import DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, PATHS, check_framework, paths_on
 from common.runtime import busy_cores, cpu_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,10 +259,8 @@ def implementations(frameworks, paths, keras_backends=(DEFAULT_KERAS_BACKEND,)):
             continue
         if not keras_backends:
             raise ConfigError(f"--keras-backends is empty; give one or more of {', '.join(KERAS_BACKENDS)}.")
-        for backend in keras_backends:
-            check_backend(backend)
-            impls += [(f"keras-{p}@{backend}", framework, p) for p in PATHS[framework]
-                      if p in paths and (p != "fast" or backend == "tensorflow")]
+        for backend in keras_backends:  # paths_on checks the backend's name
+            impls += [(f"keras-{p}@{backend}", framework, p) for p in paths_on(framework, backend) if p in paths]
     if not impls:
         raise ConfigError(
             f"no implementation has the path(s) {', '.join(paths)} in framework(s) {', '.join(frameworks)}; "

@@ -19,6 +19,8 @@ PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "keras and its backend 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 BACKEND_PACKAGES = {"tensorflow": "tensorflow-cpu", "jax": "jax and jaxlib", "torch": "torch"}
 DEFAULT_KERAS_BACKEND = "tensorflow"
+# Paths that run on some Keras backends only: the TensorFlow-tuned cell of keras_impl/fast.py
+BACKEND_ONLY = {("keras", "fast"): ("tensorflow",)}
 # Environment variables every framework's thread pools read at import (BLAS, OpenMP, TensorFlow)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
@@ -40,6 +42,13 @@ def check_backend(backend):
     if backend not in KERAS_BACKENDS:
         raise ConfigError(f"unknown Keras backend {backend!r}; choose one of {', '.join(KERAS_BACKENDS)}.")
     return backend
+
+
+def paths_on(framework, backend=None):
+    """The paths `framework` has on Keras backend `backend` (None: KERAS_BACKEND or the default);
+    for numpy and torch, all of PATHS."""
+    backend = check_backend(backend) if framework == "keras" else None
+    return tuple(p for p in PATHS[framework] if backend in BACKEND_ONLY.get((framework, p), (backend,)))
 
 
 def use_backend(backend):

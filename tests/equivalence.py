@@ -93,19 +93,26 @@ def numpy_reference(config, formula, train_steps=STEPS, data_seed=0, path="cell"
     return out
 
 
+def run_specs(script, framework, tmp, keys, specs, env=None, timeout=600):
+    """Run `script` (python -c script framework tmp specs-json) in one fresh process, which writes
+    tmp/case-{n}.npz for the n-th spec; dict key -> that case's arrays, `keys` in the specs' order."""
+    proc = subprocess.run([sys.executable, "-c", script, framework, str(tmp), json.dumps(specs)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{framework} cases failed:\n{proc.stderr[-3000:]}"
+    results = {}
+    for n, key in enumerate(keys):
+        with np.load(tmp / f"case-{n}.npz") as f:
+            results[key] = {k: f[k] for k in f.files}
+    return results
+
+
 def run_cases(tmp, framework, formula, paths=None, env=None):
     """dict (kind, path, dtype, optimizer) -> arrays for every case of `framework` (kind "impl"),
     its oracle, and the numpy references (kind "numpy", path each of PATHS["numpy"]; path None is
     the lesson, "cell") with the optimizer `formula`."""
     keys = cases(framework, paths)
     specs = [(kind, path, config(dtype, optimizer).to_dict()) for kind, path, dtype, optimizer in keys]
-    proc = subprocess.run([sys.executable, "-c", RUN_CASES, framework, str(tmp), json.dumps(specs)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert proc.returncode == 0, f"{framework} cases failed:\n{proc.stderr[-3000:]}"
-    results = {}
-    for n, key in enumerate(keys):
-        with np.load(tmp / f"case-{n}.npz") as f:
-            results[key] = {k: f[k] for k in f.files}
+    results = run_specs(RUN_CASES, framework, tmp, keys, specs, env)
     for dtype, optimizer in sorted({(dtype, optimizer) for _, _, dtype, optimizer in keys}):
         for path in PATHS["numpy"]:
             results[("numpy", path, dtype, optimizer)] = numpy_reference(config(dtype, optimizer), formula, path=path)
@@ -119,13 +126,7 @@ def run_regularized(tmp, framework, formula, paths=None, env=None, optimizers=("
     paths = PATHS[framework] if paths is None else paths
     keys = [("impl", path, "float64", optimizer) for path in paths for optimizer in optimizers]
     specs = [(kind, path, config(dtype, optimizer, **REGULARIZED).to_dict()) for kind, path, dtype, optimizer in keys]
-    proc = subprocess.run([sys.executable, "-c", RUN_CASES, framework, str(tmp), json.dumps(specs)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert proc.returncode == 0, f"{framework} regularized cases failed:\n{proc.stderr[-3000:]}"
-    results = {}
-    for n, key in enumerate(keys):
-        with np.load(tmp / f"case-{n}.npz") as f:
-            results[key] = {k: f[k] for k in f.files}
+    results = run_specs(RUN_CASES, framework, tmp, keys, specs, env)
     for optimizer in optimizers:
         for path in PATHS["numpy"]:
             results[("numpy", path, "float64", optimizer)] = numpy_reference(

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-from common.frameworks import KERAS_BACKENDS, PATHS  # noqa: E402  (imports no framework)
+from common.frameworks import KERAS_BACKENDS, PATHS, paths_on  # noqa: E402  (imports no framework)
 REF = "torch-layer"  # benchmarks.run.REFERENCE: the ratios' denominator
 
 IMPLS = ([f"{f}-{p}" for f in ("numpy", "torch") for p in PATHS[f]]
-         + [f"keras-{p}@{b}" for b in KERAS_BACKENDS for p in PATHS["keras"] if p != "fast" or b == "tensorflow"])
+         + [f"keras-{p}@{b}" for b in KERAS_BACKENDS for p in paths_on("keras", b)])
 H, L, B, T, ITERS, WARMUP = 16, 2, 4, 16, 6, 1
 SUMMARY_COLUMNS = {"impl", "framework", "path", "chars_per_s", "step_ms_median", "step_ms_p10",
                    "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "peak_rss_mb", "flops_per_char",

@@ -10,7 +10,7 @@ import pytest
 from equivalence import (REGULARIZED, check_regularized, config, forward_float64, numpy_reference, run_regularized,
                          training_float64)
 
-from common.frameworks import KERAS_BACKENDS, PATHS
+from common.frameworks import KERAS_BACKENDS, PATHS, paths_on
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -69,7 +69,7 @@ def test_torch_with_dropout_and_schedule_matches_numpy(torch_runs, path, optimiz
 
 
 def keras_paths(backend):
-    return PATHS["keras"] if backend == "tensorflow" else tuple(p for p in PATHS["keras"] if p != "fast")
+    return paths_on("keras", backend)
 
 
 @pytest.fixture(scope="module", params=KERAS_BACKENDS)

@@ -18,7 +18,7 @@ import pytest
 from common.checkpoint import load_checkpoint
 from common.corpus import Vocabulary
 from common.errors import CheckpointError
-from common.frameworks import PATHS, make_model
+from common.frameworks import make_model, paths_on
 from common.sampling import sample
 from common.weights import init_weights
 
@@ -39,23 +39,22 @@ def split_name(name):
 def paths_of(name):
     """The paths a loader runs: keras' "fast" is TensorFlow's only."""
     framework, env = split_name(name)
-    return [p for p in PATHS[framework] if not (p == "fast" and env.get("KERAS_BACKEND", "tensorflow") != "tensorflow")]
+    return paths_on(framework, env.get("KERAS_BACKEND", "tensorflow"))
 PRIME = "TWO the"
 
 LOADER = """
-import json, os, sys
+import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from common.checkpoint import load_checkpoint
 from common.errors import CheckpointError
-from common.frameworks import PATHS, make_model
+from common.frameworks import make_model, paths_on
 from common.sampling import sample
 
 framework, checkpoints, x_file, out_file, prime = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 x = np.load(x_file)
 arrays, texts = {}, {}
-backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-for path in [p for p in PATHS[framework] if not (framework == "keras" and p == "fast" and backend != "tensorflow")]:
+for path in paths_on(framework):  # keras' "fast" runs on KERAS_BACKEND=tensorflow only
     for name, file in checkpoints.items():
         ckpt = load_checkpoint(file)
         model = make_model(framework, ckpt.config, ckpt.weights, path=path)

@@ -18,7 +18,7 @@ from equivalence import (OPTIMIZERS, check_float32, check_forward_float64, check
 from impl_probe import probe_inputs
 
 from common.batches import training_steps
-from common.frameworks import KERAS_BACKENDS, PATHS
+from common.frameworks import KERAS_BACKENDS, PATHS, paths_on
 from common.weights import init_weights
 
 
@@ -27,7 +27,7 @@ def backend_env(backend):
 
 
 def backend_paths(backend):
-    return PATHS["keras"] if backend == "tensorflow" else tuple(p for p in PATHS["keras"] if p != "fast")
+    return paths_on("keras", backend)
 
 
 @pytest.fixture(scope="module", params=KERAS_BACKENDS)

@@ -13,7 +13,6 @@ windows (target "last"), clipping by value, and the presets through the command 
 """
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -21,12 +20,12 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT, data_dir
-from equivalence import SMALL, STEPS, TOLERANCE, assert_close, numpy_reference
+from equivalence import SMALL, STEPS, TOLERANCE, assert_close, numpy_reference, run_specs
 from impl_probe import probe_inputs
 
 from common.config import Config
 from common.errors import ConfigError
-from common.frameworks import KERAS_BACKENDS, PATHS, make_model
+from common.frameworks import KERAS_BACKENDS, PATHS, make_model, paths_on
 from common.presets import PRESETS
 from common.weights import init_weights
 from numpy_impl import model as lesson
@@ -188,14 +187,7 @@ def run_framework(tmp_path, framework, paths, env=None):
     """{(path, feature): arrays} of every path and feature of `framework`, in one process."""
     keys = [(path, feature) for path in paths for feature in FEATURES]
     specs = [(path, config(feature).to_dict()) for path, feature in keys]
-    proc = subprocess.run([sys.executable, "-c", RUN, framework, str(tmp_path), json.dumps(specs)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
-    assert proc.returncode == 0, f"{framework} failed:\n{proc.stderr[-3000:]}"
-    results = {}
-    for n, key in enumerate(keys):
-        with np.load(tmp_path / f"case-{n}.npz") as f:
-            results[key] = {k: f[k] for k in f.files}
-    return results
+    return run_specs(RUN, framework, tmp_path, keys, specs, env, timeout=900)
 
 
 def check_equal(got, want, what):
@@ -247,8 +239,7 @@ def test_torch_every_path_equals_numpy(tmp_path):
 
 @pytest.mark.parametrize("backend", KERAS_BACKENDS)
 def test_keras_every_path_equals_numpy(tmp_path, backend):
-    paths = PATHS["keras"] if backend == "tensorflow" else tuple(p for p in PATHS["keras"] if p != "fast")
-    results = run_framework(tmp_path, "keras", paths, env={**os.environ, "KERAS_BACKEND": backend})
+    results = run_framework(tmp_path, "keras", paths_on("keras", backend), env={**os.environ, "KERAS_BACKEND": backend})
     check_framework(results, "keras", references("keras"))
 
 
