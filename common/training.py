@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import CheckpointError, ConfigError
+from common.memory import activation_bytes
 
 VAL_BATCHES = 20    # validation loss: the mean over at most this many batches of the val text
 DIVERGE = 2.0       # stop when the mean of the last DIVERGE_WINDOW losses exceeds this times the first
@@ -67,13 +68,9 @@ class Plan:
 # Before anything is allocated: memory, threads, the files a run may write
 
 def memory_needed(config):
-    """Bytes a training step holds: benchmarks/flops.py's bound (the step's activation cache, the
-    weights, their gradients and the optimizer's slots) times MEMORY_MARGIN."""
-    V, H, L, B, T = (config.vocab_size, config.hidden_size, config.num_layers, config.batch_size, config.seq_length)
-    P = sum(4 * H * ((V if l == 0 else H) + H + 1) for l in range(L)) + H * V + V
-    slots = {"sgd": 0, "adagrad": 1, "adam": 2}[config.optimizer]
-    cache = L * (7 * T + 2) * B * H + 2 * T * B * V
-    return MEMORY_MARGIN * np.dtype(config.dtype).itemsize * (cache + P * (2 + slots))
+    """Bytes a training step holds: common/memory.py's bound (the step's activation cache, the
+    weights, their gradients and the optimizer's slots; the benchmark's too) times MEMORY_MARGIN."""
+    return MEMORY_MARGIN * activation_bytes(config)
 
 
 def memory_available():
