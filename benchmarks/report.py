@@ -108,7 +108,7 @@ def plot_throughput(summary, out):
     y = ok["chars_per_s"]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     ax.bar(ok["impl"], y, color=[f"C{i}" for i in range(len(ok))],
-           yerr=[y - lo, hi - y], capsize=5)
+           yerr=[(y - lo).clip(lower=0), (hi - y).clip(lower=0)], capsize=5)  # p10 or p90 can equal the median: rounding below 0
     ax.set_ylabel("characters per second")
     ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     ax.set_title("Training throughput (median step; whiskers: p90 to p10 step time)")
