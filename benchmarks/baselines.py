@@ -172,9 +172,10 @@ def run(a):
         for item in a.grid.split(","):
             H, L = (int(v) for v in item.lower().split("x"))
             iters = max(1, a.budget_chars // (BATCH * SEQ))
-            points.append((f"h{H}l{L}", "grid", dict(hidden_size=H, num_layers=L, iters=iters, learning_rate=a.learning_rate,
-                                                     dropout=a.dropout, state_resets=STATE_RESETS, schedule="cosine",
-                                                     warmup_steps=min(100, iters // 10), lr_floor=0.1),
+            name = f"h{H}l{L}" + ("" if a.dropout == DROPOUT else f"d{round(a.dropout * 100)}")  # a point per dropout
+            points.append((name, "grid", dict(hidden_size=H, num_layers=L, iters=iters, learning_rate=a.learning_rate,
+                                              dropout=a.dropout, state_resets=STATE_RESETS, schedule="cosine",
+                                              warmup_steps=min(100, iters // 10), lr_floor=0.1),
                            a.minutes))
     if a.only in (None, "headline") and not a.no_headline:
         points.append(("headline", "headline", dict(HEADLINE, val_every=0), HEADLINE_MINUTES))  # as typed: no validation on the clock

@@ -116,33 +116,34 @@ class CharLSTM:
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
         if self.dtype == "float64":
             plumbing.keep_float64()
-        # The model takes the state as inputs and gives the new state as outputs, as the sampling
-        # model of Keras' char-rnn examples does: any batch size, any state.
-        x = keras.Input((None,), dtype="int32", name="x")  # (B, T) character ids
-        state = [keras.Input((H,), dtype=self.dtype, name=f"{name}{l}") for l in range(L) for name in ("h", "c")]
-        # with dropout, its masks are inputs too (common/dropout.py draws them): (B, T, H) per layer
-        masks = [keras.Input((None, H), dtype=self.dtype, name=f"mask{l}") for l in range(L)] if config.dropout else []
-        hs = ops.one_hot(x, V, dtype=self.dtype)  # (B, T, V): the input of layer 0, one-hot
         # params: interchange name -> keras variable, updated in place by the optimizer
-        self.params, new_state = {}, []
+        self.params = {}
+        self.layers = []
         for l in range(L):
             lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
-            hs, h, c = lstm(hs, initial_state=state[2 * l:2 * l + 2])  # (B, T, H): the input of layer l + 1
-            if masks:
-                hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
-            new_state += [h, c]
+            lstm.build((None, None, V if l == 0 else H))  # a layer's weights exist once it is built
+            self.layers.append(lstm)
             cell = lstm.cell  # keras.layers.LSTM's cell stores W as (in, 4H) too (DESIGN.md)
             W_x, W_h, b = (cell.kernel, cell.recurrent_kernel, cell.bias) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
         self.head = keras.layers.Dense(V, dtype=self.dtype)
-        logits = self.head(hs)  # (B, T, V)
+        self.head.build((None, H))
         self.params["head.W"], self.params["head.b"] = self.head.kernel, self.head.bias
         for name, p in self.params.items():
             p.assign(np.asarray(weights[name], dtype=self.dtype))
+        # A keras.Model is run once on keras.Input placeholders. The state is an input and the new state
+        # an output, as in the sampling model of Keras' char-rnn examples: any batch size, any state.
+        x = keras.Input((None,), dtype="int32", name="x")  # (B, T) character ids
+        state = [(keras.Input((H,), dtype=self.dtype, name=f"h{l}"), keras.Input((H,), dtype=self.dtype, name=f"c{l}"))
+                 for l in range(L)]
+        # with dropout, its masks are inputs too (common/dropout.py draws them): (B, T, H) per layer
+        masks = [keras.Input((None, H), dtype=self.dtype, name=f"mask{l}") for l in range(L)] if config.dropout else None
+        logits, new_state = self.run(x, state, masks)
+        inputs, new_state = [x, *(s for hc in state for s in hc), *(masks or [])], [s for hc in new_state for s in hc]
         scored = logits[:, -1:] if config.target == "last" else logits  # many-to-one: (B, 1, V)
-        self.net = keras.Model([x, *state, *masks], [logits, *new_state])  # forward
-        self.scorer = keras.Model([x, *state, *masks], scored)  # evaluate and gradients: the same layers
-        self.trainer = plumbing.CarriedState(keras.Model([x, *state, *masks], [scored, *new_state]), config.batch_size, H, L,
+        self.net = keras.Model(inputs, [logits, *new_state])  # forward
+        self.scorer = keras.Model(inputs, scored)  # evaluate and gradients: the same layers
+        self.trainer = plumbing.CarriedState(keras.Model(inputs, [scored, *new_state]), config.batch_size, H, L,
                                              dtype=self.dtype)  # train_step: the state carried in variables
         with floatx(self.dtype):
             self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over B * T
@@ -170,6 +171,20 @@ class CharLSTM:
         return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
     # --- forward
+    def run(self, x, state, masks=None):
+        """Forward, on keras.Input placeholders: logits (B, T, V) and the new state [(h, c)] per layer.
+        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
+        V = self.config.vocab_size
+        hs = ops.one_hot(x, V, dtype=self.dtype)  # (B, T, V): the input of layer 0, one-hot
+        new_state = []
+        for l, (h, c) in enumerate(state):
+            hs, h, c = self.layers[l](hs, initial_state=[h, c])  # (B, T, H): the input of layer l + 1
+            if masks is not None:
+                hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
+            new_state.append((h, c))
+        logits = self.head(hs)  # (B, T, V)
+        return logits, new_state
+
     def inputs(self, x, state, masks=None):
         """The model's inputs: x int32 (B, T), then h0, c0, h1, c1, ... in config.dtype, then with
         dropout the masks (ones where none are given: no dropout outside training)."""

@@ -34,10 +34,8 @@ RECURRENT_ACTIVATIONS = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 def cross_entropy(logits, y):
-    """(loss, dlogits): mean cross-entropy over all B * T positions and its gradient.
-
-    logits (B, T, V); y int (B, T). dlogits (B, T, V) = (softmax - one-hot of y) / (B * T).
-    """
+    """Mean cross-entropy over all B * T positions of logits (B, T, V), y int (B, T), and its
+    gradient dlogits (B, T, V) = (softmax - one-hot of y) / (B * T)."""
     B, T, V = logits.shape
     shifted = logits - logits.max(axis=-1, keepdims=True)  # stable: exp never overflows
     log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (B, T, V) log softmax
@@ -53,92 +51,99 @@ def cross_entropy(logits, y):
 # One time step of one layer, in rows like the interface: h, c (B, H); gates i, f, g, o stacked
 # along the last axis of z (B, 4H):
 #   z = x_t @ W_x + h_prev @ W_h + b ;  c = f * c_prev + i * g ;  h = o * tanh(c)
+# (nothing records the forward: it returns a cache, and backward walks it, CS231n's lstm_step_backward)
 
-def lstm_step_forward(x_t, h_prev, c_prev, W_x, W_h, b, recurrent_activation="sigmoid"):
+class LSTMCell:
     """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
-    Returns h, c (B, H) and the cache lstm_step_backward needs.
+    Returns h, c (B, H) and the cache backward needs; W_x, W_h, b are arrays made here, filled by CharLSTM.
     """
-    H = h_prev.shape[1]
-    sigma = RECURRENT_ACTIVATIONS[recurrent_activation]
-    z = x_t @ W_x + h_prev @ W_h + b  # (B, 4H)
-    i = sigma(z[:, :H])
-    f = sigma(z[:, H:2 * H])
-    g = np.tanh(z[:, 2 * H:3 * H])
-    o = sigma(z[:, 3 * H:])
-    c = f * c_prev + i * g
-    tanh_c = np.tanh(c)
-    h = o * tanh_c
-    cache = (x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c, recurrent_activation)
-    return h, c, cache
 
+    def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
+        self.sigma = RECURRENT_ACTIVATIONS[recurrent_activation]
+        self.W_x = np.empty((input_size, 4 * hidden_size), dtype=dtype)
+        self.W_h = np.empty((hidden_size, 4 * hidden_size), dtype=dtype)
+        self.b = np.empty((4 * hidden_size,), dtype=dtype)
 
-def lstm_step_backward(dh, dc, cache):
-    """Back through one step. dh, dc (B, H): the gradient of the loss at this step's h and c.
+    def forward(self, x_t, state):
+        h_prev, c_prev = state
+        H = h_prev.shape[1]
+        sigma = self.sigma
+        z = x_t @ self.W_x + h_prev @ self.W_h + self.b  # (B, 4H)
+        i = sigma(z[:, :H])
+        f = sigma(z[:, H:2 * H])
+        g = np.tanh(z[:, 2 * H:3 * H])
+        o = sigma(z[:, 3 * H:])
+        c = f * c_prev + i * g
+        tanh_c = np.tanh(c)
+        h = o * tanh_c
+        return h, c, (x_t, h_prev, c_prev, i, f, g, o, tanh_c)
 
-    Returns dx (B, D), dh_prev, dc_prev (B, H), dW_x (D, 4H), dW_h (H, 4H), db (4H,).
-    """
-    x_t, h_prev, c_prev, W_x, W_h, i, f, g, o, tanh_c, recurrent_activation = cache
-    do = dh * tanh_c
-    dc = dc + dh * o * (1 - tanh_c ** 2)  # c reaches the loss directly and through h = o * tanh(c)
-    di = dc * g
-    df = dc * c_prev
-    dg = dc * i
-    dc_prev = dc * f
-    if recurrent_activation == "hard_sigmoid":  # hard_sigmoid' = 1/6 inside (-3, 3), where 0 < gate < 1; 0 outside
-        dz_i = di * ((0 < i) & (i < 1)) / 6
-        dz_f = df * ((0 < f) & (f < 1)) / 6
-        dz_o = do * ((0 < o) & (o < 1)) / 6
-    else:  # sigmoid' = sigmoid * (1 - sigmoid)
-        dz_i = di * i * (1 - i)
-        dz_f = df * f * (1 - f)
-        dz_o = do * o * (1 - o)
-    dz_g = dg * (1 - g ** 2)  # tanh' = 1 - tanh^2
-    dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)  # (B, 4H)
-    dx = dz @ W_x.T
-    dh_prev = dz @ W_h.T
-    dW_x = x_t.T @ dz
-    dW_h = h_prev.T @ dz
-    db = dz.sum(axis=0)
-    return dx, dh_prev, dc_prev, dW_x, dW_h, db
+    def backward(self, dh, dc, cache):
+        """Back through one step. dh, dc (B, H): the gradient of the loss at this step's h and c.
+        Returns dx (B, D), dh_prev, dc_prev (B, H), dW_x (D, 4H), dW_h (H, 4H), db (4H,)."""
+        x_t, h_prev, c_prev, i, f, g, o, tanh_c = cache
+        do = dh * tanh_c
+        dc = dc + dh * o * (1 - tanh_c ** 2)  # c reaches the loss directly and through h = o * tanh(c)
+        di = dc * g
+        df = dc * c_prev
+        dg = dc * i
+        dc_prev = dc * f
+        if self.sigma is hard_sigmoid:  # hard_sigmoid' = 1/6 inside (-3, 3), where 0 < gate < 1; 0 outside
+            dz_i = di * ((0 < i) & (i < 1)) / 6
+            dz_f = df * ((0 < f) & (f < 1)) / 6
+            dz_o = do * ((0 < o) & (o < 1)) / 6
+        else:  # sigmoid' = sigmoid * (1 - sigmoid)
+            dz_i = di * i * (1 - i)
+            dz_f = df * f * (1 - f)
+            dz_o = do * o * (1 - o)
+        dz_g = dg * (1 - g ** 2)  # tanh' = 1 - tanh^2
+        dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)  # (B, 4H)
+        dx = dz @ self.W_x.T
+        dh_prev = dz @ self.W_h.T
+        dW_x = x_t.T @ dz
+        dW_h = h_prev.T @ dz
+        db = dz.sum(axis=0)
+        return dx, dh_prev, dc_prev, dW_x, dW_h, db
 
 
 # --- layer over time
 
-def lstm_forward(xs, h, c, W_x, W_h, b, recurrent_activation="sigmoid"):
+class LSTMLayer:
     """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
 
-    Returns hs (B, T, H) with hs[:, t] = h_t, the last h, c, and the caches of every step.
+    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c; and the caches of every step.
     """
-    hs, caches = [], []
-    for t in range(xs.shape[1]):
-        h, c, cache = lstm_step_forward(xs[:, t], h, c, W_x, W_h, b, recurrent_activation)
-        hs.append(h)
-        caches.append(cache)
-    return np.stack(hs, axis=1), h, c, caches
 
+    def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
+        self.cell = LSTMCell(input_size, hidden_size, dtype, recurrent_activation)
 
-def lstm_backward(dhs, caches):
-    """Back through one layer, from the last step to the first.
+    def forward(self, xs, state):
+        h, c = state
+        hs, caches = [], []
+        for t in range(xs.shape[1]):
+            h, c, cache = self.cell.forward(xs[:, t], (h, c))
+            hs.append(h)
+            caches.append(cache)
+        return np.stack(hs, axis=1), h, c, caches
 
-    dhs (B, T, H): the gradient of the loss reaching each h_t from above (the head or the next layer).
-    Returns dxs (B, T, D) and dW_x, dW_h, db summed over the steps. The loss does not see the final
-    state, so dh_next and dc_next start at zero; the initial state is a constant (truncated BPTT).
-    """
-    B, T, H = dhs.shape
-    W_x, W_h = caches[0][3], caches[0][4]
-    dxs = np.zeros((B, T, W_x.shape[0]), dtype=dhs.dtype)
-    dW_x, dW_h, db = np.zeros_like(W_x), np.zeros_like(W_h), np.zeros(4 * H, dtype=dhs.dtype)
-    dh_next = np.zeros((B, H), dtype=dhs.dtype)
-    dc_next = np.zeros((B, H), dtype=dhs.dtype)
-    for t in reversed(range(T)):
-        dh = dhs[:, t] + dh_next  # from above and from step t + 1
-        dx, dh_next, dc_next, dW_x_t, dW_h_t, db_t = lstm_step_backward(dh, dc_next, caches[t])
-        dxs[:, t] = dx
-        dW_x += dW_x_t
-        dW_h += dW_h_t
-        db += db_t
-    return dxs, dW_x, dW_h, db
+    def backward(self, dhs, caches):
+        """Back through one layer, from the last step to the first. dhs (B, T, H): the gradient reaching
+        each h_t from above (the head or the next layer). Returns dxs (B, T, D) and dW_x, dW_h, db summed
+        over the steps. dh_next, dc_next start at zero: the loss does not see the final state."""
+        B, T, H = dhs.shape
+        dxs = np.zeros((B, T, self.cell.W_x.shape[0]), dtype=dhs.dtype)
+        dW_x, dW_h, db = np.zeros_like(self.cell.W_x), np.zeros_like(self.cell.W_h), np.zeros_like(self.cell.b)
+        dh_next = np.zeros((B, H), dtype=dhs.dtype)
+        dc_next = np.zeros((B, H), dtype=dhs.dtype)
+        for t in reversed(range(T)):
+            dh = dhs[:, t] + dh_next  # from above and from step t + 1
+            dx, dh_next, dc_next, dW_x_t, dW_h_t, db_t = self.cell.backward(dh, dc_next, caches[t])
+            dxs[:, t] = dx
+            dW_x += dW_x_t
+            dW_h += dW_h_t
+            db += db_t
+        return dxs, dW_x, dW_h, db
 
 
 # --- model
@@ -152,8 +157,19 @@ class CharLSTM:
         check_weights(weights, config)
         self.config, self.path, self.formula = config, path, formula
         self.dtype = np.dtype(config.dtype)
-        # params: interchange name -> np.ndarray (copies), updated in place by the optimizer
-        self.params = {name: np.array(weights[name], dtype=self.dtype) for name in weights}
+        V, H, L = config.vocab_size, config.hidden_size, config.num_layers
+        # params: interchange name -> np.ndarray, updated in place by the optimizer
+        self.params = {}
+        self.layers = []
+        for l in range(L):
+            lstm = LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
+            self.layers.append(lstm)
+            W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
+            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
+        self.params["head.W"] = np.empty((H, V), dtype=self.dtype)
+        self.params["head.b"] = np.empty((V,), dtype=self.dtype)
+        for name, p in self.params.items():  # a copy into each array
+            p[...] = np.asarray(weights[name])
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.clip = FORMULAS[formula]["clip"]
         self.clip_by_value = FORMULAS[formula]["clip_value"]
@@ -183,8 +199,7 @@ class CharLSTM:
         hs = np.eye(V, dtype=self.dtype)[x]  # (B, T, V): the input of layer 0, one-hot
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
-            W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
-            hs, h, c, cache = lstm_forward(hs, h, c, W_x, W_h, b, self.config.recurrent_activation)  # (B, T, H): the input of layer l + 1
+            hs, h, c, cache = self.layers[l].forward(hs, (h, c))  # (B, T, H): the input of layer l + 1
             if masks is not None:
                 hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
             new_state.append((h, c))
@@ -217,17 +232,14 @@ class CharLSTM:
     # --- gradients
     def backward(self, dlogits, hs, caches, masks=None):
         """What autograd does in torch and keras: every weight's gradient, walking run in reverse.
-
-        dlogits (B, T, V) from cross_entropy; hs (B, T, H) the head's input; caches: one per layer;
-        masks: run's dropout masks, or None.
-        """
+        dlogits (B, T, V) from cross_entropy; hs (B, T, H) the head's input; caches, masks: run's."""
         V, H = self.config.vocab_size, self.config.hidden_size
         grads = {"head.W": hs.reshape(-1, H).T @ dlogits.reshape(-1, V), "head.b": dlogits.sum(axis=(0, 1))}
         dhs = dlogits @ self.params["head.W"].T  # (B, T, H)
         for l in reversed(range(self.config.num_layers)):
             if masks is not None:
                 dhs = dhs * masks[l]  # back through the dropout on layer l's output
-            dhs, dW_x, dW_h, db = lstm_backward(dhs, caches[l])  # dhs (B, T, H): for layer l - 1
+            dhs, dW_x, dW_h, db = self.layers[l].backward(dhs, caches[l])  # dhs (B, T, H): for layer l - 1
             grads[f"lstm.{l}.W_x"], grads[f"lstm.{l}.W_h"], grads[f"lstm.{l}.b"] = dW_x, dW_h, db
         return {name: grads[name] for name in self.params}
 

@@ -99,13 +99,18 @@ def test_hard_sigmoid_step_backward_against_central_differences():
     assert np.abs(np.abs(sigma_z) - 3).min() > 1e-4  # no kink within the differences' reach
     dh_out, dc_out = rng.normal(0, 1, (B, H)), rng.normal(0, 1, (B, H))
 
-    def scalar(x, h, c, W_x, W_h, b):
-        h2, c2, _ = lesson.lstm_step_forward(x, h, c, W_x, W_h, b, "hard_sigmoid")
+    def step(x, h, c, W_x, W_h, b):  # the lesson's LSTMCell on these weights
+        cell = lesson.LSTMCell(D, H, np.float64, "hard_sigmoid")
+        cell.W_x[...], cell.W_h[...], cell.b[...] = W_x, W_h, b
+        return cell, cell.forward(x, (h, c))
+
+    def scalar(*args):
+        h2, c2, _ = step(*args)[1]
         return np.sum(h2 * dh_out) + np.sum(c2 * dc_out)
 
     args = [x, h, c, W_x, W_h, b]
-    _, _, cache = lesson.lstm_step_forward(*args, "hard_sigmoid")
-    dx, dh_prev, dc_prev, dW_x, dW_h, db = lesson.lstm_step_backward(dh_out, dc_out, cache)
+    cell, (_, _, cache) = step(*args)
+    dx, dh_prev, dc_prev, dW_x, dW_h, db = cell.backward(dh_out, dc_out, cache)
     for k, analytic in zip(range(6), (dx, dh_prev, dc_prev, dW_x, dW_h, db)):
         numeric = np.zeros_like(args[k])
         for idx in np.ndindex(args[k].shape):

@@ -102,6 +102,16 @@ class LSTMLayer(nn.Module):
         return torch.stack(hs, dim=1), h, c
 
 
+def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
+    """One layer over T steps: path "layer" is torch.nn.LSTM, the library's own (its state has a
+    leading axis over its layers, (1, B, H)); path "cell" is LSTMLayer above."""
+    if path == "layer":  # bias_hh frozen at 0: training both halves of b would move it twice as far
+        lstm = nn.LSTM(input_size, hidden_size, batch_first=True, dtype=dtype)
+        lstm.bias_hh_l0.requires_grad_(False).zero_()
+        return lstm
+    return LSTMLayer(input_size, hidden_size, dtype, recurrent_activation)
+
+
 # --- model
 class CharLSTM:
     """L stacked LSTM layers of H units and a dense head to V logits, trained with torch.optim."""
@@ -118,37 +128,29 @@ class CharLSTM:
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
         # params: interchange name -> torch parameter, updated in place by the optimizer
         self.params = {}
-        if path == "layer":  # one nn.LSTM per layer (dropout goes between them), each W stored (out, in), b in two
-            self.layers, self.head = nn.ModuleList(), nn.Linear(H, V, dtype=self.dtype)
-            for l in range(L):  # bias_hh frozen at 0: training both halves of b would move it twice as far
-                lstm = nn.LSTM(V if l == 0 else H, H, batch_first=True, dtype=self.dtype)
-                self.layers.append(lstm)
-                lstm.bias_hh_l0.requires_grad_(False).zero_()
-                W_x, W_h, b = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0
-                self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-            self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
-        else:
-            self.layers = nn.ModuleList()
-            for l in range(L):
-                lstm = LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
-                self.layers.append(lstm)
-                W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
-                self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-            self.params["head.W"] = nn.Parameter(torch.empty((H, V), dtype=self.dtype))
-            self.params["head.b"] = nn.Parameter(torch.empty((V,), dtype=self.dtype))
+        self.layers = nn.ModuleList()  # one module per layer: dropout goes between them
+        for l in range(L):
+            lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
+            self.layers.append(lstm)
+            cell = lstm if path == "layer" else lstm.cell  # nn.LSTM stores each W transposed, (out, in) (DESIGN.md)
+            W_x, W_h, b = (cell.weight_ih_l0, cell.weight_hh_l0, cell.bias_ih_l0) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
+            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
+        self.head = nn.Linear(H, V, dtype=self.dtype)  # stores W transposed too
+        self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
         with torch.no_grad():  # a copy into each parameter, through the transposed view if any
             for name, p in self.params.items():
-                self.interchange(p).copy_(torch.as_tensor(np.asarray(weights[name])))
+                self.interchange(name, p).copy_(torch.as_tensor(np.asarray(weights[name])))
         self.optimizer = make_optimizer(config, list(self.params.values()))  # torch.optim: SGD, Adagrad, Adam
         self.reset_state()
 
-    def interchange(self, t):
-        """t in the interchange layout: torch.nn stores each W transposed, (out, in) (DESIGN.md)."""
-        return t.T if self.path == "layer" and t.ndim == 2 else t
+    def interchange(self, name, t):
+        """t (parameter name's or its gradient's) in the interchange layout: torch.nn stores each W
+        transposed, (out, in) (DESIGN.md); our LSTMCell stores (in, 4H) as the interchange does."""
+        return t.T if t.ndim == 2 and (self.path == "layer" or name == "head.W") else t
 
     def get_weights(self):
         """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
-        return {name: to_numpy(self.interchange(p)) for name, p in self.params.items()}
+        return {name: to_numpy(self.interchange(name, p)) for name, p in self.params.items()}
 
     def reset_state(self):
         """Zero the state carried from one train_step to the next (a new epoch)."""
@@ -178,7 +180,7 @@ class CharLSTM:
             if masks is not None:
                 hs = hs * torch.as_tensor(masks[l])  # dropout on the input of layer l + 1 or the head
             new_state.append((h, c))
-        logits = self.head(hs) if self.path == "layer" else hs @ self.params["head.W"] + self.params["head.b"]  # (B, T, V)
+        logits = self.head(hs)  # (B, T, V)
         return logits, new_state
 
     def forward(self, x, state=None):
@@ -209,7 +211,7 @@ class CharLSTM:
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = self.loss(x, y, state, masks)
         loss.backward()  # autograd fills p.grad: the whole of numpy's backward
-        grads = {name: to_numpy(self.interchange(p.grad)) for name, p in self.params.items()}
+        grads = {name: to_numpy(self.interchange(name, p.grad)) for name, p in self.params.items()}
         self.optimizer.zero_grad(set_to_none=True)
         return grads
 

@@ -25,7 +25,7 @@ def get_training_state(model):
     for name, p in model.params.items():
         state = model.optimizer.state[p]  # empty before Adam's first step: zeros
         for slot, key in slots.items():
-            tensors[f"optim.{slot}/{name}"] = to_numpy(model.interchange(state.get(key, torch.zeros_like(p))))
+            tensors[f"optim.{slot}/{name}"] = to_numpy(model.interchange(name, state.get(key, torch.zeros_like(p))))
     if model.config.optimizer == "adam":
         steps = [int(model.optimizer.state[p].get("step", 0)) for p in model.params.values()]
         tensors["optim.step"] = np.array(steps[0], np.int64)
@@ -44,7 +44,7 @@ def set_training_state(model, tensors):
             state = model.optimizer.state[p]
             for slot, key in slots.items():
                 state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                model.interchange(state[key]).copy_(torch.as_tensor(tensors[f"optim.{slot}/{name}"]))
+                model.interchange(name, state[key]).copy_(torch.as_tensor(tensors[f"optim.{slot}/{name}"]))
             if model.config.optimizer == "adam":
                 state["step"] = torch.tensor(float(tensors["optim.step"]), dtype=scalar)
     model.state = [(torch.as_tensor(np.array(tensors[f"state.h/{l}"]), dtype=model.dtype),
