@@ -28,7 +28,7 @@ bench-quick: $(VENV)
 	$(PY) -m benchmarks.report bench-quick
 	@echo "Report: bench-quick/REPORT.md"
 
-# `rosetta train` beside 0, 1 and 2 busy processes at the old and new start-up defaults (~30 min on
+# `rosetta train` beside 0, 1 and 2 busy processes at the old and new start-up defaults (~15 min on
 # 2 shared cores): results/busy.csv and busy.md.
 bench-busy: $(VENV)
 	$(PY) -m benchmarks.busy --out results --reps 3
@@ -41,7 +41,8 @@ bench-levers: $(VENV)
 	@echo "Report: results/REPORT.md"
 
 # What a character LSTM on tinyshakespeare is worth per character and per minute, against nanoGPT
-# (hours on 2 cores; resumable: run it again after a stop). A subset: python -m benchmarks.baselines
+# (about an hour on 2 cores: the grid ~30 min, the two-hour goal's 9M-character run ~10, scoring; resumable:
+# run it again after a stop). A subset: python -m benchmarks.baselines
 # --grid 128x1,256x1 --budget-chars 2000000 (README: Baselines).
 baselines: $(VENV)
 	$(PY) -m benchmarks.baselines --out results

@@ -96,6 +96,33 @@ def table(rows):
     return "\n".join(lines) + "\n"
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
+
+
+def header(args, rows):
+    """What busy.md measured, how, and on what: the command, the machine, the load before the runs."""
+    idle = [r["load1_before"] for r in rows if r["busy_procs"] == 0 and "load1_before" in r]
+    return "\n".join([
+        "# `rosetta train` beside busy processes", "",
+        f"`python -m benchmarks.busy --reps {args.reps} --iters {args.iters}` (`make bench-busy`), "
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu_model()}); H=256, L=2, B=32, T=64; chars/s = "
+        f"median of the logged steps after the first five. The 1-minute load average before the runs with no "
+        f"busy process was {min(idle, default=0):.1f}-{max(idle, default=0):.1f} (a run's own load lingers in "
+        f"the next one's figure). {args.reps} interleaved repetitions: in each, for each load (0, 1, 2 processes "
+        f"running `while True: pass`), every implementation at every setting, one after the other. \"of idle "
+        f"1-thread\" divides by the median of `new-t1` with no busy process (the goal: at least 0.80 with one busy "
+        f"process, 0.50 with two). \"machine busy cores\" counts all processes, this one included.", "",
+        "Settings: `default` = the frameworks' own threads and waiting, glibc's own allocator (the start-up "
+        "before common/runtime.py); `free` = threads set to the cores other processes leave free, and the steady "
+        "allocator; `new` = what `rosetta train` does: `free` plus OpenBLAS' shorter spin "
+        "(common/runtime.py PASSIVE_WAITING); `new-t1` = `new` with --threads 1.", "", ""])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.busy", description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default %(default)s)")
@@ -126,7 +153,7 @@ def main(argv=None):
                     for h in hogs:
                         h.kill()
                         h.wait()
-    (out / "busy.md").write_text(table(rows))
+    (out / "busy.md").write_text(header(args, rows) + table(rows))
     print(table(rows))
     return 0
 

@@ -12,9 +12,11 @@ their thread counts and waiting policy once, at import):
             /proc/stat, at least 1. A BLAS or OpenMP pool with a thread on a core that another
             process holds waits for that thread at every barrier; on a 2-core machine with two
             busy processes that cost numpy a factor of 50 (README: Speed on a busy machine).
-  waiting   numpy's OpenBLAS threads that find no work sleep at once instead of spinning for up
-            to 2**28 cycles (OPENBLAS_THREAD_TIMEOUT=4): a spinning thread takes a core from
-            whatever else runs. torch's GNU OpenMP keeps its own short spin: OMP_WAIT_POLICY=PASSIVE
+  waiting   numpy's OpenBLAS threads that find no work spin for 2**20 cycles (about half a
+            millisecond), not OpenBLAS' 2**28 (a tenth of a second), before they sleep
+            (OPENBLAS_THREAD_TIMEOUT=20): long enough to span the gaps between one step's products,
+            short enough to leave a core to whatever else runs between steps. 2**4 cost numpy-fast
+            a seventh of its speed at 2 threads on an idle machine (README: Speed on a busy machine). torch's GNU OpenMP keeps its own short spin: OMP_WAIT_POLICY=PASSIVE
             halved torch-layer at 2 threads on a quiet machine (README: Speed on a busy machine),
             and the free-core count already keeps its threads off busy cores. A value the user set
             in the environment is kept.
@@ -39,8 +41,8 @@ from common.frameworks import THREAD_VARIABLES
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 2**30}
 MALLOC_CHOICES = ("steady", "default")
-# numpy's OpenBLAS threads with no work sleep at once (its spin time is 2**N cycles, 4 the least it takes)
-PASSIVE_WAITING = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+# numpy's OpenBLAS threads with no work spin 2**N cycles before they sleep (OpenBLAS' own N is 28)
+PASSIVE_WAITING = {"OPENBLAS_THREAD_TIMEOUT": "20"}
 BUSY_WINDOW_S = 0.1  # how long /proc/stat is watched for other processes' work
 BUSY_CORE = 0.5      # a core counts as taken when others kept it busy more than this share of the window
 

@@ -91,7 +91,7 @@ def test_a_users_malloc_variable_is_kept(monkeypatch):
 def test_passive_waiting_keeps_what_the_user_set():
     environ = {}
     assert runtime.set_passive_waiting(environ) == ["OPENBLAS_THREAD_TIMEOUT"]
-    assert environ == {"OPENBLAS_THREAD_TIMEOUT": "4"}  # and torch's OpenMP keeps its own spin
+    assert environ == {"OPENBLAS_THREAD_TIMEOUT": "20"}  # and torch's OpenMP keeps its own spin
     environ = {"OPENBLAS_THREAD_TIMEOUT": "10"}
     assert runtime.set_passive_waiting(environ) == [] and environ == {"OPENBLAS_THREAD_TIMEOUT": "10"}
 
@@ -147,7 +147,7 @@ def test_rosetta_train_starts_with_the_settings(tmp_path, flags, threads, malloc
     got = child(code, env_drop=THREAD_VARIABLES + tuple(runtime.PASSIVE_WAITING))
     assert got["status"] == 0
     assert got["openblas"] and set(got["openblas"]) == {threads}
-    assert got["env"]["OMP_NUM_THREADS"] == str(threads) and got["env"]["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    assert got["env"]["OMP_NUM_THREADS"] == str(threads) and got["env"]["OPENBLAS_THREAD_TIMEOUT"] == "20"
     assert "OMP_WAIT_POLICY" not in got["env"]
     steady = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
     assert {k: v for k, v in got["env"].items() if k.startswith("MALLOC_")} == (steady if malloc == "steady" else {})
@@ -168,7 +168,7 @@ def test_rosetta_sample_starts_with_the_settings(tmp_path, malloc):
     assert train.returncode == 0, train.stderr[-2000:]
     code = CLI.replace("sys.argv[1:]", repr(["sample", str(ckpt), "--length", "5", "--malloc", malloc]))
     got = child(code, env_drop=THREAD_VARIABLES + tuple(runtime.PASSIVE_WAITING))
-    assert got["status"] == 0 and set(got["openblas"]) == {1} and got["env"]["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    assert got["status"] == 0 and set(got["openblas"]) == {1} and got["env"]["OPENBLAS_THREAD_TIMEOUT"] == "20"
     malloc_env = {k: v for k, v in got["env"].items() if k.startswith("MALLOC_")}
     assert malloc_env == ({"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
                           if malloc == "steady" else {})
