@@ -57,19 +57,16 @@ def make_optimizer(config):
 class LSTMCell(keras.layers.Layer):
     """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
-    Returns h, c (B, H) as h and [h, c]; W_x, W_h, b are made in build(), filled by CharLSTM.
+    Returns h, c (B, H) as h and [h, c]; W_x, W_h, b are keras variables made here, filled by CharLSTM.
     """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
         super().__init__(dtype=dtype)
         self.sigma = RECURRENT_ACTIVATIONS[recurrent_activation]
-        self.input_size, self.hidden_size = input_size, hidden_size
+        self.W_x = self.add_weight(shape=(input_size, 4 * hidden_size), name="W_x")
+        self.W_h = self.add_weight(shape=(hidden_size, 4 * hidden_size), name="W_h")
+        self.b = self.add_weight(shape=(4 * hidden_size,), name="b")
         self.state_size, self.output_size = [hidden_size, hidden_size], hidden_size  # h, c (B, H); h
-
-    def build(self, input_shape=None):
-        self.W_x = self.add_weight(shape=(self.input_size, 4 * self.hidden_size), name="W_x")
-        self.W_h = self.add_weight(shape=(self.hidden_size, 4 * self.hidden_size), name="W_h")
-        self.b = self.add_weight(shape=(4 * self.hidden_size,), initializer="zeros", name="b")
 
     def call(self, x_t, state):
         h_prev, c_prev = state
