@@ -54,10 +54,11 @@ GOALS = {"headline": 1.65, "two_hours": 1.47}
 LONG = dict(hidden_size=512, num_layers=2, dropout=0.3, budget_chars=9_000_000, minutes=100)
 
 
-def point_name(H, L, dropout, budget_chars):
-    """h512l2 for the grid's settings; d30 (dropout 0.3), c25M (25M characters) where they differ."""
+def point_name(H, L, dropout, budget_chars=None):
+    """h512l2 for a grid point at the grid's dropout; d30 for dropout 0.3; c9M for a point with a budget of
+    its own (9M characters), as LONG has."""
     return (f"h{H}l{L}" + ("" if dropout == DROPOUT else f"d{round(dropout * 100)}")
-            + ("" if budget_chars == BUDGET_CHARS else f"c{budget_chars / 1e6:g}M"))
+            + ("" if budget_chars is None else f"c{budget_chars / 1e6:g}M"))
 
 
 def parameters(V, H, L):
@@ -185,7 +186,7 @@ def run(a):
         for item in a.grid.split(","):
             H, L = (int(v) for v in item.lower().split("x"))
             iters = max(1, a.budget_chars // (BATCH * SEQ))
-            name = point_name(H, L, a.dropout, a.budget_chars)
+            name = point_name(H, L, a.dropout)
             points.append((name, "grid", dict(hidden_size=H, num_layers=L, iters=iters, learning_rate=a.learning_rate,
                                               dropout=a.dropout, state_resets=STATE_RESETS, schedule="cosine",
                                               warmup_steps=min(100, iters // 10), lr_floor=0.1),
