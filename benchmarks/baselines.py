@@ -61,6 +61,14 @@ def point_name(H, L, dropout, budget_chars=None):
             + ("" if budget_chars is None else f"c{budget_chars / 1e6:g}M"))
 
 
+def point_settings(H, L, budget_chars, learning_rate, dropout):
+    """The `rosetta train` settings of a point trained for budget_chars characters, its cosine decay
+    ending with them (the grid's and LONG's)."""
+    iters = max(1, budget_chars // (BATCH * SEQ))
+    return dict(hidden_size=H, num_layers=L, iters=iters, learning_rate=learning_rate, dropout=dropout,
+                state_resets=STATE_RESETS, schedule="cosine", warmup_steps=min(100, iters // 10), lr_floor=0.1)
+
+
 def parameters(V, H, L):
     return sum(4 * H * ((V if l == 0 else H) + H + 1) for l in range(L)) + H * V + V
 
@@ -185,19 +193,11 @@ def run(a):
     if a.only in (None, "grid"):
         for item in a.grid.split(","):
             H, L = (int(v) for v in item.lower().split("x"))
-            iters = max(1, a.budget_chars // (BATCH * SEQ))
-            name = point_name(H, L, a.dropout)
-            points.append((name, "grid", dict(hidden_size=H, num_layers=L, iters=iters, learning_rate=a.learning_rate,
-                                              dropout=a.dropout, state_resets=STATE_RESETS, schedule="cosine",
-                                              warmup_steps=min(100, iters // 10), lr_floor=0.1),
-                           a.minutes))
+            points.append((point_name(H, L, a.dropout), "grid",
+                           point_settings(H, L, a.budget_chars, a.learning_rate, a.dropout), a.minutes))
     if a.only in (None, "grid") and not a.no_long:
-        iters = LONG["budget_chars"] // (BATCH * SEQ)
-        name = point_name(LONG["hidden_size"], LONG["num_layers"], LONG["dropout"], LONG["budget_chars"])
-        points.append((name, "grid", dict(hidden_size=LONG["hidden_size"], num_layers=LONG["num_layers"], iters=iters,
-                                          learning_rate=a.learning_rate, dropout=LONG["dropout"],
-                                          state_resets=STATE_RESETS, schedule="cosine", warmup_steps=min(100, iters // 10),
-                                          lr_floor=0.1),
+        H, L, chars, dropout = LONG["hidden_size"], LONG["num_layers"], LONG["budget_chars"], LONG["dropout"]
+        points.append((point_name(H, L, dropout, chars), "grid", point_settings(H, L, chars, a.learning_rate, dropout),
                        LONG["minutes"]))
     if a.only in (None, "headline") and not a.no_headline:
         points.append(("headline", "headline", dict(HEADLINE, val_every=0), HEADLINE_MINUTES))  # as typed: no validation on the clock
@@ -244,14 +244,15 @@ def overfitting(out, trained):
     point was, how far the end is above it, and the training loss by then (from the training log)."""
     lines = []
     for r in trained:
-        log = [row for row in rows_of(out / f"{r['name']}.csv") if row["val_loss"]]
+        steps = rows_of(out / f"{r['name']}.csv")
+        log = [row for row in steps if row["val_loss"]]
         if not log:
             continue
         best = min(log, key=lambda row: float(row["val_loss"]))
         end = log[-1]
         if float(end["val_loss"]) - float(best["val_loss"]) < 0.02:
             continue
-        recent = [float(row["loss"]) for row in rows_of(out / f"{r['name']}.csv")][-100:]
+        recent = [float(row["loss"]) for row in steps][-100:]
         lines.append(f"- {r['name']} overfits: its quick validation loss was lowest ({float(best['val_loss']):.4f}) "
                      f"at {int(best['step']) * BATCH * SEQ / 1e6:.1f}M characters ({float(best['elapsed']) / 60:.1f} "
                      f"minutes) and ended at {float(end['val_loss']):.4f}, while its training loss fell to "

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.run import cpu_model
 from common.runtime import cpu_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,14 +95,6 @@ def table(rows):
                 lines.append(f"| {impl} | {busy} | {setting} | {rate:,.0f} | {share} | {len(got)} | "
                              f"{min(loads):.1f}-{max(loads):.1f} | {med([r['machine_busy_cores'] for r in got]):.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
-    except OSError:
-        return "unknown CPU"
 
 
 def header(args, rows):

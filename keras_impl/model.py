@@ -136,7 +136,8 @@ class CharLSTM:
         # with dropout, its masks are inputs too (common/dropout.py draws them): (B, T, H) per layer
         masks = [keras.Input((None, H), dtype=self.dtype, name=f"mask{l}") for l in range(L)] if config.dropout else None
         logits, new_state = self.run(x, state, masks)
-        inputs, new_state = [x, *(s for hc in state for s in hc), *(masks or [])], [s for hc in new_state for s in hc]
+        inputs = [x, *(s for hc in state for s in hc), *(masks or [])]  # x, h0, c0, h1, c1, ..., masks
+        new_state = [s for hc in new_state for s in hc]  # h0, c0, h1, c1, ...
         scored = logits[:, -1:] if config.target == "last" else logits  # many-to-one: (B, 1, V)
         self.net = keras.Model(inputs, [logits, *new_state])  # forward
         self.scorer = keras.Model(inputs, scored)  # evaluate and gradients: the same layers

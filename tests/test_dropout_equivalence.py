@@ -68,20 +68,16 @@ def test_torch_with_dropout_and_schedule_matches_numpy(torch_runs, path, optimiz
     check_regularized(torch_runs, path, optimizer)
 
 
-def keras_paths(backend):
-    return paths_on("keras", backend)
-
-
 @pytest.fixture(scope="module", params=KERAS_BACKENDS)
 def keras_runs(request, tmp_path_factory):
     backend = request.param
     return backend, run_regularized(tmp_path_factory.mktemp(f"keras-regularized-{backend}"), "keras", formula="keras",
-                                    paths=keras_paths(backend), env={**os.environ, "KERAS_BACKEND": backend},
+                                    paths=paths_on("keras", backend), env={**os.environ, "KERAS_BACKEND": backend},
                                     optimizers=OPTIMIZERS)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_keras_with_dropout_and_schedule_matches_numpy(keras_runs, optimizer):
     backend, runs = keras_runs
-    for path in keras_paths(backend):
+    for path in paths_on("keras", backend):
         check_regularized(runs, path, optimizer)

@@ -26,20 +26,16 @@ def backend_env(backend):
     return {**os.environ, "KERAS_BACKEND": backend}
 
 
-def backend_paths(backend):
-    return paths_on("keras", backend)
-
-
 @pytest.fixture(scope="module", params=KERAS_BACKENDS)
 def runs(request, tmp_path_factory):
     backend = request.param
     return backend, run_cases(tmp_path_factory.mktemp(f"keras-{backend}"), "keras", formula="keras",
-                              paths=backend_paths(backend), env=backend_env(backend))
+                              paths=paths_on("keras", backend), env=backend_env(backend))
 
 
 def runs_of(runs, path):
     backend, results = runs
-    if path not in backend_paths(backend):
+    if path not in paths_on("keras", backend):
         pytest.skip(f"the path {path} runs on tensorflow only")
     return results
 

@@ -132,8 +132,10 @@ class CharLSTM:
         for l in range(L):
             lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
             self.layers.append(lstm)
-            cell = lstm if path == "layer" else lstm.cell  # nn.LSTM stores each W transposed, (out, in) (DESIGN.md)
-            W_x, W_h, b = (cell.weight_ih_l0, cell.weight_hh_l0, cell.bias_ih_l0) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
+            if path == "layer":  # nn.LSTM stores each W transposed, (out, in) (DESIGN.md)
+                W_x, W_h, b = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0
+            else:
+                W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
         self.head = nn.Linear(H, V, dtype=self.dtype)  # stores W transposed too
         self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
