@@ -3,7 +3,7 @@ keras.layers.Layer of our own inside keras.layers.RNN (path="cell"). What matter
 keras.Model built from layers, compiled with a loss and an optimizer, trained with train_on_batch;
 the same file runs on the TensorFlow, JAX and PyTorch backends (KERAS_BACKEND, read at import).
 
-    model = CharLSTM(config, init_weights(config))     # path="layer" (keras.layers.LSTM) or "cell"
+    model = CharLSTM(config, init_weights(config))     # path: the first of PATHS unless given
     loss = model.train_step(x, y)                       # x, y: int (B, T)
     logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
 """
@@ -12,8 +12,8 @@ import numpy as np
 
 from common.errors import ConfigError
 from common.weights import check_weights
-from keras_impl import plumbing  # before keras: it sets KERAS_BACKEND and JAX's 64-bit mode
-from keras_impl.plumbing import floatx
+from . import plumbing  # before keras: it sets KERAS_BACKEND and JAX's 64-bit mode
+from .plumbing import floatx
 import keras
 from keras import ops
 
@@ -21,16 +21,18 @@ PATHS = ("layer", "cell")
 
 
 # --- helpers
-# keras helpers: hard_sigmoid written out, and the optimizer
+# keras helpers: the library's sigmoid and tanh, hard_sigmoid written out, and the optimizer
+sigmoid, tanh = ops.sigmoid, ops.tanh
+
 
 def hard_sigmoid(z):
     """Keras 3's hard sigmoid, relu6(z + 3) / 6: 0 up to z = -3, 1 from z = 3, a line between.
-    On torch ops.hard_sigmoid is F.hardsigmoid, whose backward multiplies by a float32 1/6."""
+    Written out in all three: torch's F.hardsigmoid (Keras' on torch) scales its gradient by a float32 1/6."""
     return ops.relu6(z + 3) / 6
 
 
 # the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh)
-RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": hard_sigmoid}
+RECURRENT_ACTIVATIONS = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 def make_optimizer(config):
@@ -57,7 +59,7 @@ def make_optimizer(config):
 class LSTMCell(keras.layers.Layer):
     """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
-    Returns h, c (B, H) as h and [h, c]; W_x, W_h, b are keras variables made here, filled by CharLSTM.
+    Returns h, c (B, H); W_x, W_h, b are made here and filled by CharLSTM.
     """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
@@ -72,15 +74,15 @@ class LSTMCell(keras.layers.Layer):
         h_prev, c_prev = state
         H = h_prev.shape[1]
         sigma = self.sigma
-        z = ops.matmul(x_t, self.W_x) + ops.matmul(h_prev, self.W_h) + self.b  # (B, 4H)
+        z = x_t @ self.W_x + h_prev @ self.W_h + self.b  # (B, 4H)
         i = sigma(z[:, :H])
         f = sigma(z[:, H:2 * H])
-        g = ops.tanh(z[:, 2 * H:3 * H])
+        g = tanh(z[:, 2 * H:3 * H])
         o = sigma(z[:, 3 * H:])
         c = f * c_prev + i * g
-        tanh_c = ops.tanh(c)
+        tanh_c = tanh(c)
         h = o * tanh_c
-        return h, [h, c]
+        return h, [h, c]  # the output and the new state, as keras.layers.RNN wants them
 
 
 # --- layer over time
@@ -88,9 +90,9 @@ class LSTMCell(keras.layers.Layer):
 def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
     """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
 
-    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c, when called as `layer(xs,
-    initial_state=[h, c])`. keras.layers.RNN runs the cell's loop, on each backend its own
-    (tf.while_loop, jax.lax.scan, a python loop on torch); keras.layers.LSTM is the library's own.
+    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c.
+    Path "layer" is keras.layers.LSTM, the library's own; path "cell" is LSTMCell in keras.layers.RNN,
+    which runs the loop over time on each backend its own way (tf.while_loop, jax.lax.scan, python).
     """
     if path == "layer":  # our hard_sigmoid, not the string (ops.hard_sigmoid: see helpers)
         activation = hard_sigmoid if recurrent_activation == "hard_sigmoid" else recurrent_activation
@@ -111,17 +113,18 @@ class CharLSTM:
         self.config, self.path = config, path
         self.dtype = config.dtype
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        if self.dtype == "float64":
-            plumbing.keep_float64()
+        plumbing.keep_float64(self.dtype)  # float64 computed in float64 on every backend
         # params: interchange name -> keras variable, updated in place by the optimizer
         self.params = {}
-        self.layers = []
+        self.layers = []  # one object per layer: dropout goes between them
         for l in range(L):
             lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
             lstm.build((None, None, V if l == 0 else H))  # a layer's weights exist once it is built
             self.layers.append(lstm)
-            cell = lstm.cell  # keras.layers.LSTM's cell stores W as (in, 4H) too (DESIGN.md)
-            W_x, W_h, b = (cell.kernel, cell.recurrent_kernel, cell.bias) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
+            if path == "layer":  # keras.layers.LSTM's cell stores W as (in, 4H) too (DESIGN.md)
+                W_x, W_h, b = lstm.cell.kernel, lstm.cell.recurrent_kernel, lstm.cell.bias
+            else:
+                W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
         self.head = keras.layers.Dense(V, dtype=self.dtype)
         self.head.build((None, H))
@@ -156,13 +159,11 @@ class CharLSTM:
 
     def reset_state(self):
         """Zero the state carried from one train_step to the next (a new epoch)."""
-        for s in self.trainer.carried:
-            s.assign(ops.zeros(s.shape, s.dtype))
+        self.trainer.reset_state()  # the state lives in the trainer's variables
 
     @property
     def state(self):
-        s = [ops.convert_to_numpy(v) for v in self.trainer.carried]  # h0, c0, h1, c1, ...
-        return list(zip(s[0::2], s[1::2]))
+        return self.trainer.state
 
     def zero_state(self, B):
         H = self.config.hidden_size
@@ -183,25 +184,10 @@ class CharLSTM:
         logits = self.head(hs)  # (B, T, V)
         return logits, new_state
 
-    def inputs(self, x, state, masks=None):
-        """The model's inputs: x int32 (B, T), then h0, c0, h1, c1, ... in config.dtype, then with
-        dropout the masks (ones where none are given: no dropout outside training)."""
-        x = np.asarray(x, dtype=np.int32)
-        if state is None:
-            state = self.zero_state(x.shape[0])
-        return [x, *(np.asarray(s, dtype=self.dtype) for hc in state for s in hc), *self.mask_inputs(x, masks)]
-
-    def mask_inputs(self, x, masks):
-        if not self.config.dropout:
-            return []
-        if masks is None:
-            return [np.ones(x.shape + (self.config.hidden_size,), self.dtype)] * self.config.num_layers
-        return [np.asarray(m, dtype=self.dtype) for m in masks]
-
     def forward(self, x, state=None):
         """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
         with floatx(self.dtype):  # float64 inputs stay float64 (plumbing.py beside this file)
-            logits, *new_state = self.net.predict_on_batch(self.inputs(x, state))
+            logits, *new_state = self.net.predict_on_batch(plumbing.model_inputs(self, x, state))
         return logits, list(zip(new_state[0::2], new_state[1::2]))
 
     # --- loss
@@ -209,7 +195,7 @@ class CharLSTM:
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
         ("last", y (B, 1)), a python float; no update."""
         with floatx(self.dtype):
-            return float(self.scorer.test_on_batch(self.inputs(x, state), np.asarray(y, dtype=np.int32)))
+            return float(self.scorer.test_on_batch(plumbing.model_inputs(self, x, state), np.asarray(y, dtype=np.int32)))
 
     # --- gradients
     # Keras 3 differentiates only inside its own training step; a gradient outside it is the
@@ -218,30 +204,26 @@ class CharLSTM:
         """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
         backend = keras.backend.backend()
         with floatx(self.dtype):
-            grads = getattr(self, f"gradients_{backend}")(self.inputs(x, state, masks), np.asarray(y, dtype=np.int32))
+            grads = getattr(self, f"gradients_{backend}")(plumbing.model_inputs(self, x, state, masks), np.asarray(y, dtype=np.int32))
         return {name: np.array(ops.convert_to_numpy(g)) for name, g in zip(self.params, grads)}
 
     def gradients_tensorflow(self, inputs, y):
         import tensorflow as tf
 
-        variables = list(self.params.values())
         with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
             loss = self.loss_fn(y, self.scorer(inputs))
-        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense, not IndexedSlices
+        return tape.gradient(loss, list(self.params.values()))
 
     def gradients_jax(self, inputs, y):
         import jax
 
-        model = self.scorer
-        non_trainable = [v.value for v in model.non_trainable_variables]
+        model = self.scorer  # its trainable_variables are params' values, in the same order
+        seeds = [v.value for v in model.non_trainable_variables]  # keras.layers.LSTM's seed generator
 
-        def loss(trainable):  # a pure function of the weights: what jax.grad differentiates
-            logits, _ = model.stateless_call(trainable, non_trainable, inputs)
-            return self.loss_fn(y, logits)
+        def loss(weights):  # a pure function of the weights: what jax.grad differentiates
+            return self.loss_fn(y, model.stateless_call(weights, seeds, inputs)[0])
 
-        grads = jax.grad(loss)([v.value for v in model.trainable_variables])
-        by_variable = {id(v): g for v, g in zip(model.trainable_variables, grads)}
-        return [by_variable[id(p)] for p in self.params.values()]
+        return jax.grad(loss)([p.value for p in self.params.values()])
 
     def gradients_torch(self, inputs, y):
         import torch
@@ -259,10 +241,8 @@ class CharLSTM:
             self.reset_state()  # many-to-one: every window from a zero state, nothing carried
         if learning_rate is not None:
             self.optimizer.learning_rate = learning_rate  # assigned to the variable the step reads
-        x = np.asarray(x, dtype=np.int32)
         with floatx(self.dtype):
-            inputs = [x, *self.mask_inputs(x, masks)] if self.config.dropout else x
-            return float(self.trainer.train_on_batch(inputs, np.asarray(y, dtype=np.int32)))
+            return float(self.trainer.train_on_batch(plumbing.train_inputs(self, x, masks), np.asarray(y, dtype=np.int32)))
 
     def get_training_state(self):
         """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""

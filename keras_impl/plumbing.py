@@ -39,8 +39,8 @@ def floatx(dtype):
         keras.config.set_floatx(before)
 
 
-def keep_float64():
-    """Let keras.ops compute float64 in float64 on JAX and torch.
+def keep_float64(dtype):
+    """Let keras.ops compute float64 in float64 on JAX and torch, for a float64 model (dtype).
 
     Keras 3.15's type promotion (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE) turns
     every float64 result type into float32 on all backends but TensorFlow, "to align with JAX's
@@ -51,7 +51,8 @@ def keep_float64():
     """
     from keras.src.backend.common import dtypes
 
-    dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)
+    if dtype == "float64":
+        dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)
 
 
 def check_dtype(variable, dtype):
@@ -87,6 +88,41 @@ class CarriedState(keras.Model):
         for s, new in zip(self.carried, new_state):
             s.assign(ops.stop_gradient(new))
         return logits
+
+    def reset_state(self):
+        for s in self.carried:
+            s.assign(ops.zeros(s.shape, s.dtype))
+
+    @property
+    def state(self):
+        """The carried state, [(h, c)] per layer, numpy."""
+        s = [ops.convert_to_numpy(v) for v in self.carried]  # h0, c0, h1, c1, ...
+        return list(zip(s[0::2], s[1::2]))
+
+
+def model_inputs(model, x, state=None, masks=None):
+    """The inputs of model.net and model.scorer: x int32 (B, T), then h0, c0, h1, c1, ... in
+    config.dtype (zeros for state None), then with dropout the masks (ones where none are given:
+    no dropout outside training)."""
+    x = np.asarray(x, dtype=np.int32)
+    if state is None:
+        state = model.zero_state(x.shape[0])
+    return [x, *(np.asarray(s, dtype=model.dtype) for hc in state for s in hc), *mask_inputs(model, x, masks)]
+
+
+def train_inputs(model, x, masks=None):
+    """The input of model.trainer (CarriedState, which holds the state): x int32 (B, T), or with
+    dropout [x, *masks]."""
+    x = np.asarray(x, dtype=np.int32)
+    return [x, *mask_inputs(model, x, masks)] if model.config.dropout else x
+
+
+def mask_inputs(model, x, masks):
+    if not model.config.dropout:
+        return []
+    if masks is None:
+        return [np.ones(x.shape + (model.config.hidden_size,), model.dtype)] * model.config.num_layers
+    return [np.asarray(m, dtype=model.dtype) for m in masks]
 
 
 # the interchange slot name -> the Keras optimizer's list of slot variables

@@ -2,7 +2,7 @@
 What matters in numpy: nothing records the forward pass, so each forward function returns a cache
 of what it computed and its backward walks it in reverse, one chain-rule step per line.
 
-    model = CharLSTM(config, init_weights(config))     # path="cell"; the tuned numpy: numpy_impl/fast.py
+    model = CharLSTM(config, init_weights(config))     # path: the first of PATHS unless given
     loss = model.train_step(x, y)                       # x, y: int (B, T)
     logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
 """
@@ -11,21 +11,24 @@ import numpy as np
 
 from common.errors import ConfigError
 from common.weights import check_weights
-from numpy_impl import plumbing
-from numpy_impl.optim import FORMULAS, check_formula, make_optimizer
+from . import plumbing
+from numpy_impl.optim import FORMULAS, check_formula, clip_by_value, make_optimizer
 
-PATHS = ("cell",)
+PATHS = ("cell",)  # the tuned numpy, path "fast", is numpy_impl/fast.py
 
 
 # --- helpers
-# numpy helpers: what torch and keras take from their libraries (sigmoid, hard_sigmoid, cross_entropy)
+# numpy helpers: what torch and keras take from their libraries (sigmoid, cross_entropy)
+tanh = np.tanh
+
 
 def sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
 
 def hard_sigmoid(z):
-    """Keras 3's hard sigmoid, relu6(z + 3) / 6: 0 up to z = -3, 1 from z = 3, a line between."""
+    """Keras 3's hard sigmoid, relu6(z + 3) / 6: 0 up to z = -3, 1 from z = 3, a line between.
+    Written out in all three: torch's F.hardsigmoid (Keras' on torch) scales its gradient by a float32 1/6."""
     return np.clip(z + 3, 0, 6) / 6
 
 
@@ -56,7 +59,7 @@ def cross_entropy(logits, y):
 class LSTMCell:
     """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
-    Returns h, c (B, H) and the cache backward needs; W_x, W_h, b are arrays made here, filled by CharLSTM.
+    Returns h, c (B, H); W_x, W_h, b are made here and filled by CharLSTM.
     """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
@@ -72,12 +75,12 @@ class LSTMCell:
         z = x_t @ self.W_x + h_prev @ self.W_h + self.b  # (B, 4H)
         i = sigma(z[:, :H])
         f = sigma(z[:, H:2 * H])
-        g = np.tanh(z[:, 2 * H:3 * H])
+        g = tanh(z[:, 2 * H:3 * H])
         o = sigma(z[:, 3 * H:])
         c = f * c_prev + i * g
-        tanh_c = np.tanh(c)
+        tanh_c = tanh(c)
         h = o * tanh_c
-        return h, c, (x_t, h_prev, c_prev, i, f, g, o, tanh_c)
+        return h, c, (x_t, h_prev, c_prev, i, f, g, o, tanh_c)  # and the cache backward needs
 
     def backward(self, dh, dc, cache):
         """Back through one step. dh, dc (B, H): the gradient of the loss at this step's h and c.
@@ -112,7 +115,7 @@ class LSTMCell:
 class LSTMLayer:
     """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
 
-    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c; and the caches of every step.
+    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c.
     """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
@@ -125,7 +128,7 @@ class LSTMLayer:
             h, c, cache = self.cell.forward(xs[:, t], (h, c))
             hs.append(h)
             caches.append(cache)
-        return np.stack(hs, axis=1), h, c, caches
+        return np.stack(hs, axis=1), h, c, caches  # and every step's cache, for backward
 
     def backward(self, dhs, caches):
         """Back through one layer, from the last step to the first. dhs (B, T, H): the gradient reaching
@@ -160,7 +163,7 @@ class CharLSTM:
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
         # params: interchange name -> np.ndarray, updated in place by the optimizer
         self.params = {}
-        self.layers = []
+        self.layers = []  # one object per layer: dropout goes between them
         for l in range(L):
             lstm = LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
             self.layers.append(lstm)
@@ -168,11 +171,9 @@ class CharLSTM:
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
         self.params["head.W"] = np.empty((H, V), dtype=self.dtype)
         self.params["head.b"] = np.empty((V,), dtype=self.dtype)
-        for name, p in self.params.items():  # a copy into each array
+        for name, p in self.params.items():
             p[...] = np.asarray(weights[name])
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
-        self.clip = FORMULAS[formula]["clip"]
-        self.clip_by_value = FORMULAS[formula]["clip_value"]
         self.reset_state()
 
     def get_weights(self):
@@ -262,9 +263,9 @@ class CharLSTM:
         loss, new_state, cache = self.loss(x, y, self.state, masks)
         grads = self.backward(*cache)
         if self.config.clip_norm > 0:
-            grads, _ = self.clip(grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own
+            grads, _ = FORMULAS[self.formula]["clip"](grads, self.config.clip_norm)  # numpy_impl/optim.py, formula's own
         if self.config.clip_value > 0:
-            grads = self.clip_by_value(grads, self.config.clip_value)  # every element into [-V, V]
+            grads = clip_by_value(grads, self.config.clip_value)  # every element into [-V, V]
         self.optimizer.step(self.params, grads)
         self.state = new_state  # plain arrays: no graph to cut
         return loss

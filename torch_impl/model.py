@@ -2,7 +2,7 @@
 nn.Module of our own (path="cell"). What matters in PyTorch: only the forward pass is written;
 autograd records it as it runs, and loss.backward() is the whole of numpy_impl's lstm_backward.
 
-    model = CharLSTM(config, init_weights(config))     # path="layer" (nn.LSTM) or "cell"
+    model = CharLSTM(config, init_weights(config))     # path: the first of PATHS unless given
     loss = model.train_step(x, y)                       # x, y: int (B, T)
     logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
 """
@@ -14,22 +14,25 @@ from torch import nn
 
 from common.errors import ConfigError
 from common.weights import check_weights
-from torch_impl import plumbing
+from . import plumbing
+from .plumbing import to_numpy  # a numpy copy of a tensor: t.detach().numpy().copy()
 
 PATHS = ("layer", "cell")
 
 
 # --- helpers
-# torch helpers: hard_sigmoid written out, the optimizer, and the way out of a tensor
+# torch helpers: the library's sigmoid and tanh, hard_sigmoid written out, and the optimizer
+sigmoid, tanh = torch.sigmoid, torch.tanh
+
 
 def hard_sigmoid(z):
     """Keras 3's hard sigmoid, relu6(z + 3) / 6: 0 up to z = -3, 1 from z = 3, a line between.
-    F.hardsigmoid computes the same values, but its backward multiplies by a float32 1/6."""
+    Written out in all three: torch's F.hardsigmoid (Keras' on torch) scales its gradient by a float32 1/6."""
     return F.relu6(z + 3) / 6
 
 
 # the activation of the i, f and o gates, config.recurrent_activation (g keeps tanh)
-RECURRENT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
+RECURRENT_ACTIVATIONS = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 
 
 def make_optimizer(config, params):
@@ -42,21 +45,15 @@ def make_optimizer(config, params):
     return torch.optim.Adam(params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8)
 
 
-def to_numpy(t):
-    """A numpy copy of tensor t (never a view that a later update would change)."""
-    return t.detach().numpy().copy()
-
-
 # --- step
 # One time step of one layer, in rows like the interface: h, c (B, H); gates i, f, g, o stacked
 # along the last axis of z (B, 4H):
 #   z = x_t @ W_x + h_prev @ W_h + b ;  c = f * c_prev + i * g ;  h = o * tanh(c)
-# (numpy_impl/fast.py's columns layout gained too little here: README, performance section)
 
 class LSTMCell(nn.Module):
     """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
-    Returns h, c (B, H); W_x, W_h, b are nn.Parameters made here, filled by CharLSTM.
+    Returns h, c (B, H); W_x, W_h, b are made here and filled by CharLSTM.
     """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
@@ -73,10 +70,10 @@ class LSTMCell(nn.Module):
         z = x_t @ self.W_x + h_prev @ self.W_h + self.b  # (B, 4H)
         i = sigma(z[:, :H])
         f = sigma(z[:, H:2 * H])
-        g = torch.tanh(z[:, 2 * H:3 * H])
+        g = tanh(z[:, 2 * H:3 * H])
         o = sigma(z[:, 3 * H:])
         c = f * c_prev + i * g
-        tanh_c = torch.tanh(c)
+        tanh_c = tanh(c)
         h = o * tanh_c
         return h, c
 
@@ -86,7 +83,7 @@ class LSTMCell(nn.Module):
 class LSTMLayer(nn.Module):
     """One layer over T steps. xs (B, T, D) the inputs; h, c (B, H) the initial state.
 
-    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c; autograd records every step.
+    Returns hs (B, T, H) with hs[:, t] = h_t, and the last h, c.
     """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
@@ -103,8 +100,8 @@ class LSTMLayer(nn.Module):
 
 
 def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
-    """One layer over T steps: path "layer" is torch.nn.LSTM, the library's own (its state has a
-    leading axis over its layers, (1, B, H)); path "cell" is LSTMLayer above."""
+    """Path "layer" is torch.nn.LSTM, the library's own (its state has a leading axis over its
+    layers, (1, B, H)); path "cell" is LSTMLayer above."""
     if path == "layer":  # bias_hh frozen at 0: training both halves of b would move it twice as far
         lstm = nn.LSTM(input_size, hidden_size, batch_first=True, dtype=dtype)
         lstm.bias_hh_l0.requires_grad_(False).zero_()
@@ -128,7 +125,7 @@ class CharLSTM:
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
         # params: interchange name -> torch parameter, updated in place by the optimizer
         self.params = {}
-        self.layers = nn.ModuleList()  # one module per layer: dropout goes between them
+        self.layers = []  # one object per layer: dropout goes between them
         for l in range(L):
             lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
             self.layers.append(lstm)

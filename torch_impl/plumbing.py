@@ -1,5 +1,5 @@
 """What torch_impl/model.py's CharLSTM needs beyond the lesson: the training state that exact
-resume saves (common/checkpoint.py), torch.optim's slots read and written in the interchange
+resume saves (common/checkpoint.py), to_numpy, torch.optim's slots read and written in the interchange
 layout, kept here so that model.py reads like its numpy and Keras twins. model.py calls these
 from one-line methods of the same names."""
 
@@ -13,6 +13,7 @@ SLOTS = {"sgd": {}, "adagrad": {"sum": "sum"}, "adam": {"m": "exp_avg", "v": "ex
 
 
 def to_numpy(t):
+    """A numpy copy of tensor t (never a view that a later update would change)."""
     return t.detach().numpy().copy()
 
 
