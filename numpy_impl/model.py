@@ -12,7 +12,7 @@ import numpy as np
 from common.errors import ConfigError
 from common.weights import check_weights
 from . import plumbing
-from numpy_impl.optim import FORMULAS, check_formula, clip_by_value, make_optimizer
+from numpy_impl.optim import FORMULAS, clip_by_value, make_optimizer
 
 PATHS = ("cell",)  # the tuned numpy, path "fast", is numpy_impl/fast.py
 
@@ -156,7 +156,6 @@ class CharLSTM:
     def __init__(self, config, weights, path="cell", formula="pytorch"):
         if path not in PATHS:
             raise ConfigError(f"numpy has no path {path!r}; choose one of {', '.join(PATHS)}.")
-        check_formula(formula)
         check_weights(weights, config)
         self.config, self.path, self.formula = config, path, formula
         self.dtype = np.dtype(config.dtype)
@@ -169,8 +168,7 @@ class CharLSTM:
             self.layers.append(lstm)
             W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-        self.params["head.W"] = np.empty((H, V), dtype=self.dtype)
-        self.params["head.b"] = np.empty((V,), dtype=self.dtype)
+        self.params["head.W"], self.params["head.b"] = np.empty((H, V), self.dtype), np.empty((V,), self.dtype)
         for name, p in self.params.items():
             p[...] = np.asarray(weights[name])
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
