@@ -191,6 +191,12 @@ def keras_xla_on(framework, path, info):
     return {"jit_compile": True}
 
 
+def run_tag(impl, name, malloc, threads):
+    """A run's name in the progress lines and the worker's files: "numpy-fast+numpy_new_arrays
+    default-malloc 2t". No "@": benchmarks.run.backend_of reads what follows one as Keras' backend."""
+    return f"{impl}{'+' + name if name else ''}{' ' + malloc + '-malloc' if malloc else ''} {threads}t"
+
+
 # ---------------------------------------------------------------------------------------------
 # The levers: (name, impl, before variant, after variant, kept). A side is a variant function's
 # name or None for the shipped code, and "@default" or "@steady" after it runs that side's worker
@@ -343,7 +349,7 @@ def main(argv=None):
                 for n, (impl, variant, threads) in enumerate(order, 1):
                     framework, path = frameworks[impl]
                     name, _, malloc = (variant or "").partition("@")
-                    tag = f"{impl}{'+' + name if name else ''}{'@' + malloc if malloc else ''} {threads}t"
+                    tag = run_tag(impl, name, malloc, threads)
                     say(f"[{n + repeat * len(order)}/{len(order) * args.repeats}] {tag}")
                     spec = {**base, "impl": tag, "framework": framework, "path": path,
                             "variant": f"benchmarks.levers:{name}" if name else None}

@@ -149,7 +149,7 @@ def test_tiny_run_writes_one_row_per_lever(tiny_run):
     assert "with mkldnn off: no" in notes["torch-layer"]
     assert "compiling: " in notes["torch-cell"]
     assert "[torch-cell+torch_compile_step 2t] step" in stderr
-    assert "[numpy-fast+numpy_new_arrays@default 2t] step" in stderr  # a side with its own allocator  # the worker's progress was relayed
+    assert "[numpy-fast+numpy_new_arrays default-malloc 2t] step" in stderr  # a side with its own allocator  # the worker's progress was relayed
 
 
 def test_tiny_run_measures_every_implementation_at_1_and_2_threads(tiny_run):
@@ -199,3 +199,13 @@ def test_report_leaves_the_sections_out_without_their_files(tmp_path):
     text = write_report(tmp_path).read_text()
     for title in ("What made it fast", "Throughput at", "reading the curve"):
         assert title not in text
+
+
+def test_a_run_with_its_own_allocator_keeps_kerass_backend():
+    """The allocator in a run's tag is not read as a Keras backend (keras-layer@default once failed
+    with "Unable to import backend : default")."""
+    from benchmarks.run import backend_of
+    for impl, _, _ in levers.IMPLS:  # Keras' levers run on its default backend, TensorFlow
+        for malloc in ("default", "steady", ""):
+            tag = levers.run_tag(impl, "keras_xla_off", malloc, 2)
+            assert malloc in tag and backend_of(tag) is None
