@@ -191,9 +191,13 @@ class CharLSTM:
         return logits, list(zip(new_state[0::2], new_state[1::2]))
 
     # --- loss
-    def evaluate(self, x, y, state=None):
+    def loss(self, x, y, state, masks=None):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
-        ("last", y (B, 1)), a python float; no update."""
+        ("last", y (B, 1)): the compiled loss on the scorer model, a tensor its backend can differentiate."""
+        return self.loss_fn(np.asarray(y, dtype=np.int32), self.scorer(plumbing.model_inputs(self, x, state, masks)))
+
+    def evaluate(self, x, y, state=None):
+        """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
         with floatx(self.dtype):
             return float(self.scorer.test_on_batch(plumbing.model_inputs(self, x, state), np.asarray(y, dtype=np.int32)))
 
@@ -202,33 +206,33 @@ class CharLSTM:
     # backend's job: one small function per backend, each on the same model and loss.
     def gradients(self, x, y, state=None, masks=None):
         """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
-        backend = keras.backend.backend()
         with floatx(self.dtype):
-            grads = getattr(self, f"gradients_{backend}")(plumbing.model_inputs(self, x, state, masks), np.asarray(y, dtype=np.int32))
+            grads = getattr(self, f"gradients_{keras.backend.backend()}")(x, y, state, masks)
         return {name: np.array(ops.convert_to_numpy(g)) for name, g in zip(self.params, grads)}
 
-    def gradients_tensorflow(self, inputs, y):
+    def gradients_tensorflow(self, x, y, state, masks):
         import tensorflow as tf
 
         with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
-            loss = self.loss_fn(y, self.scorer(inputs))
+            loss = self.loss(x, y, state, masks)
         return tape.gradient(loss, list(self.params.values()))
 
-    def gradients_jax(self, inputs, y):
+    def gradients_jax(self, x, y, state, masks):
         import jax
 
+        inputs, y = plumbing.model_inputs(self, x, state, masks), np.asarray(y, dtype=np.int32)
         model = self.scorer  # its trainable_variables are params' values, in the same order
         seeds = [v.value for v in model.non_trainable_variables]  # keras.layers.LSTM's seed generator
 
-        def loss(weights):  # a pure function of the weights: what jax.grad differentiates
+        def loss(weights):  # self.loss as a pure function of the weights: what jax.grad differentiates
             return self.loss_fn(y, model.stateless_call(weights, seeds, inputs)[0])
 
         return jax.grad(loss)([p.value for p in self.params.values()])
 
-    def gradients_torch(self, inputs, y):
+    def gradients_torch(self, x, y, state, masks):
         import torch
 
-        loss = self.loss_fn(y, self.scorer(inputs))
+        loss = self.loss(x, y, state, masks)
         return torch.autograd.grad(loss, [p.value for p in self.params.values()])  # no .grad left behind
 
     # --- train step
