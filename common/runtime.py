@@ -68,15 +68,18 @@ def cpu_times():
 
 
 def busy_cores(window=BUSY_WINDOW_S):
-    """How many cores' worth of work other processes did over `window` seconds (this one sleeps
-    meanwhile), from /proc/stat; None where /proc/stat is missing."""
-    before = cpu_times()
+    """How many cores' worth of work other processes did over `window` seconds: all cores' busy time
+    from /proc/stat less this process's own CPU time, since this thread sleeps but another thread of
+    this process may not (numpy's OpenBLAS threads spin at start-up for OpenBLAS' own tenth of a
+    second when OPENBLAS_THREAD_TIMEOUT is not set before it loads); None where /proc/stat is missing."""
+    before, own_before, start = cpu_times(), time.process_time(), time.monotonic()
     if before is None:
         return None
     time.sleep(window)
-    after = cpu_times()
+    after, own, elapsed = cpu_times(), time.process_time() - own_before, time.monotonic() - start
     busy, total = after[0] - before[0], after[1] - before[1]
-    return (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
+    everyone = (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
+    return max(0.0, everyone - own / elapsed) if elapsed > 0 else everyone
 
 
 def free_cores(window=BUSY_WINDOW_S):

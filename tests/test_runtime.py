@@ -125,6 +125,38 @@ def test_a_busy_process_is_seen_in_proc_stat():
     assert runtime.free_cores(0.01) >= 1
 
 
+def test_this_processs_own_threads_are_not_counted_as_another_processs_work(monkeypatch):
+    """2 cores over 0.1 s (20 jiffies of all cores): this process's own thread kept one busy (its CPU
+    time 0.1 s), and in the second case another process the other one too."""
+    for stat_busy, others in ((10, 0.0), (20, 1.0)):
+        stat = iter([(1000, 5000), (1000 + stat_busy, 5020)])
+        clock, cpu = iter([0.0, 0.1]), iter([3.0, 3.1])
+        monkeypatch.setattr(runtime, "cpu_times", lambda: next(stat))
+        monkeypatch.setattr(runtime.time, "monotonic", lambda: next(clock))
+        monkeypatch.setattr(runtime.time, "process_time", lambda: next(cpu))
+        monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        assert runtime.busy_cores(0.1) == pytest.approx(others)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="/proc/stat")
+def test_a_busy_thread_of_this_process_leaves_the_count_of_other_processes_work():
+    """The same measurement with and without a spinning thread of this process: its core is not
+    counted (the difference stays well under the core it keeps busy)."""
+    import threading
+    quiet = runtime.busy_cores(0.3)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        __import__("time").sleep(0.05)
+        spinning = runtime.busy_cores(0.3)
+    finally:
+        stop.set()
+        spinner.join()
+    assert spinning - quiet < 0.5
+
+
 CLI = """
     import json, os, sys
     from common import runtime
