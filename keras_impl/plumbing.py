@@ -1,7 +1,8 @@
 """What keras_impl/model.py's CharLSTM needs beyond the lesson, kept here so that model.py reads
 like its numpy and torch twins: the backend chosen before keras is imported, Keras' float64
 workarounds (floatx, keep_float64, check_dtype), the wrapper that carries the LSTM state between
-train_on_batch calls (CarriedState), and the training state that exact resume saves
+train_on_batch calls (CarriedState), numpy arrays put in the order the models take them
+(model_inputs, train_inputs, mask_inputs), and the training state that exact resume saves
 (common/checkpoint.py). model.py imports this module before keras, and calls the training state
 functions from one-line methods of the same names. Keras only: no backend is imported here."""
 
