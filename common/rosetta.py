@@ -137,8 +137,12 @@ def lex_lines(text):
 
 def function_spans(text):
     """[(first line, last line, name)] of every def in a file (its decorators included)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # a fragment: no function is known
+        return []
     spans = []
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
             spans.append((first, node.end_lineno, node.name))
