@@ -194,7 +194,7 @@ def similarity(a, b):
         return 3.0
     score = key_similarity(a.key, b.key)
     fa, fb = (SYNONYMS.get(x.functions[-1], x.functions[-1]) if x.functions else None for x in (a, b))
-    if fa and fb and fa != fb:
+    if (fa and fb and fa != fb) or (a.defines and b.defines):  # different functions, or defs of different names
         return score if score >= SAME_ELSEWHERE else 0.0
     if fa and fa == fb and a.key[:1] == b.key[:1] and a.key[:1] in (("return",), ("for",)):
         return max(score, MATCH)
