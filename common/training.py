@@ -1,4 +1,4 @@
-"""The one training loop (DESIGN.md, "The training loop"): the command line and anything else that
+"""The one training loop (docs/DESIGN.md, "The training loop"): the command line and anything else that
 trains call `train`; it reaches the model only through the CharLSTM interface.
 
     plan = Plan(iters=500, save="m.safetensors", log="m.csv", minutes=10)
@@ -466,7 +466,7 @@ def reset_here(config, step):
 def step_options(config, step, iters):
     """The keywords of train_step at `step`: masks= (common/dropout.py) when config.dropout > 0,
     learning_rate= (common/schedule.py) when the schedule changes the rate; {} by default, so every
-    CharLSTM, including the --workers wrappers, keeps DESIGN.md's train_step(x, y)."""
+    CharLSTM, including the --workers wrappers, keeps docs/DESIGN.md's train_step(x, y)."""
     from common.dropout import dropout_masks
     from common.schedule import learning_rate, scheduled
 

@@ -1,4 +1,4 @@
-"""Run one implementation through the DESIGN.md interface only and save what it computed.
+"""Run one implementation through the docs/DESIGN.md interface only and save what it computed.
 
 Cross-framework tests call this in a fresh process (TensorFlow and PyTorch are never imported
 into the pytest process), then compare the arrays with numpy_impl computed in the test itself:

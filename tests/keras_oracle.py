@@ -1,5 +1,5 @@
 """An oracle for the interchange layout: a plain keras.layers.LSTM stack + Dense built from
-DESIGN.md's table alone, with none of keras_impl's code, run on the probe batch and state.
+docs/DESIGN.md's table alone, with none of keras_impl's code, run on the probe batch and state.
 
     python tests/keras_oracle.py --config '{"dtype": "float64"}' --out oracle.npz
 

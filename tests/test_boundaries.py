@@ -1,4 +1,4 @@
-"""The package boundaries of DESIGN.md: common imports no framework, numpy_impl no torch,
+"""The package boundaries of docs/DESIGN.md: common imports no framework, numpy_impl no torch,
 TensorFlow, Keras or JAX, torch_impl none of TensorFlow, Keras or JAX, and keras_impl/model.py only
 keras: a backend appears only inside its gradients section (the one job Keras 3 leaves to it), and
 the TensorFlow-tuned path lives in keras_impl/fast.py.

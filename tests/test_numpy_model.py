@@ -1,6 +1,6 @@
 """numpy_impl, both paths (the lesson numpy_impl/model.py, "cell", and the tuned numpy_impl/fast.py,
 "fast"): the hand-written backward against finite differences, the forward against a plain loop
-written here from DESIGN.md's equations, fast against the lesson to float64 rounding, state
+written here from docs/DESIGN.md's equations, fast against the lesson to float64 rounding, state
 carrying, dtypes and refusals."""
 
 import numpy as np
@@ -41,7 +41,7 @@ def sigmoid(z):
 
 
 def reference_forward(w, x, state):
-    """DESIGN.md's equations, one-hot input, one step and one layer at a time: (logits, state)."""
+    """docs/DESIGN.md's equations, one-hot input, one step and one layer at a time: (logits, state)."""
     inputs = [np.eye(V)[x[:, t]] for t in range(T)]  # one-hot (B, V) per step
     new_state = []
     for l in range(L):

@@ -52,7 +52,7 @@ def relu6(z):
 # the hard sigmoid in numpy
 
 def independent_forward(weights, config, x, state):
-    """The model's logits (B, T, V) written here from DESIGN.md with Keras 3's hard sigmoid on i, f, o."""
+    """The model's logits (B, T, V) written here from docs/DESIGN.md with Keras 3's hard sigmoid on i, f, o."""
     H, V = config.hidden_size, config.vocab_size
     hard = lambda z: relu6(z + 3.0) / 6.0  # keras/src/backend/tensorflow/nn.py hard_sigmoid
     inputs = np.eye(V)[x]  # (B, T, V)

@@ -1,4 +1,4 @@
-"""An oracle for the interchange layout: plain torch.nn.LSTM + nn.Linear built from DESIGN.md's
+"""An oracle for the interchange layout: plain torch.nn.LSTM + nn.Linear built from docs/DESIGN.md's
 table alone, with none of torch_impl's code, run on the probe batch and state.
 
     python tests/torch_oracle.py --config '{"dtype": "float64"}' --out oracle.npz
