@@ -23,7 +23,7 @@ their thread counts and waiting policy once, at import):
   malloc    "steady" (the default): glibc's mmap threshold fixed at 32 MiB and its trim threshold
             at 1 GiB, so a training step's freed buffers serve the next step instead of going back
             to the kernel and returning as fresh zeroed pages (benchmarks/worker.py STEADY_MALLOC,
-            README: Memory). Set here with mallopt through ctypes, which takes effect for every
+            README: The allocator). Set here with mallopt through ctypes, which takes effect for every
             allocation after the call, and in the environment (MALLOC_*_) for child processes
             (--workers). "default": glibc's own dynamic thresholds. No glibc (macOS, musl): nothing.
 
