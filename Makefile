@@ -48,7 +48,7 @@ baselines: $(VENV)
 	$(PY) -m benchmarks.baselines --out results
 	@echo "Report: results/BASELINES.md"
 
-# The three model.py files side by side, section by section, as one static page (and its picture,
+# The three model.py files line by line, and each beside its own fast.py, as one static page (and its picture,
 # taken by headless Chromium when one is installed: apt-get install chromium).
 rosetta: $(VENV)
 	$(PY) -m common.rosetta
