@@ -123,15 +123,16 @@ def css_class(ttype):
 
 
 def lex_lines(text):
-    """Per source line, the pygments tokens [(css class, text)] (a multi-line string split at its newlines)."""
+    """Per source line, the pygments tokens [(css class, text)], each cut into words, spaces and
+    symbols (a multi-line string split at its newlines)."""
     from pygments.lexers import PythonLexer
     lines = [[]]
     for ttype, value in PythonLexer(stripnl=False, ensurenl=True).get_tokens(text):
         for k, part in enumerate(value.split("\n")):
             if k:
                 lines.append([])
-            if part:
-                lines[-1].append((css_class(ttype), part))
+            # words, spaces and symbols apart, so that a differing word is marked, not a whole string
+            lines[-1] += [(css_class(ttype), piece) for piece in re.findall(r"\w+|\s+|[^\w\s]", part)]
     return lines[:len(text.splitlines())]
 
 
@@ -315,23 +316,26 @@ def differing_tokens(line, others):
 
 
 def render_line(line, differ):
-    spans = []
+    runs = []  # [classes, text]: neighbouring tokens of the same classes in one span
     for k, (cls, value) in enumerate(line.tokens):
         classes = " ".join(c for c in (cls, "d" if k in differ else "") if c)
-        spans.append(f'<span class="{classes}">{html.escape(value)}</span>' if classes else html.escape(value))
-    return "".join(spans)
+        if runs and runs[-1][0] == classes:
+            runs[-1][1] += value
+        else:
+            runs.append([classes, value])
+    return "".join(f'<span class="{c}">{html.escape(v)}</span>' if c else html.escape(v) for c, v in runs)
 
 
 def render_column(rows, k, framework, three_way):
     """The lines of column k: one element per row, each one line high."""
     out, previous = [], None
-    for r, row in enumerate(rows):
+    for row in rows:
         line = row[k]
         if line is None:
             label = gap_label(row, framework, three_way) if any(x is not None for x in row) else ""
             kind = "blank" if not label else "gap"
             text = label if label and label != previous else ""
-            out.append(f'<div class="ln {kind}" data-row="{r}" data-label="{label}">'
+            out.append(f'<div class="ln {kind}" data-label="{label}">'
                        f'<span class="no"></span>{html.escape(text)}</div>')
             previous = label or None
             continue
@@ -341,7 +345,7 @@ def render_column(rows, k, framework, three_way):
         same = len(present) > 1 and all(x.text.strip() == line.text.strip() for x in others)
         differ = set() if same or not others else differing_tokens(line, others)
         kind = "ln same" if same else "ln"
-        out.append(f'<div class="{kind}" data-row="{r}" data-line="{line.no}">'
+        out.append(f'<div class="{kind}" data-line="{line.no}">'
                    f'<span class="no">{line.no}</span>{render_line(line, differ)}</div>')
     return "\n".join(out)
 
