@@ -121,10 +121,11 @@ def last_path(save):
 
 
 def check_save_path(save, corpus=None, log=None):
-    """Refuse, before anything is read or trained, a --save that would replace what is not ours:
-    a folder, the corpus, a file that is not an lstm-rosetta checkpoint."""
+    """Refuse, before anything is read or trained, a --save or --log that would replace what is not
+    ours: a folder, the corpus, a file that is not an lstm-rosetta checkpoint or training log."""
     from common.checkpoint import peek_metadata
 
+    read_log(log)
     if save is None:
         return
     if str(save).endswith(("/", os.sep)) or os.path.isdir(save):
@@ -144,6 +145,32 @@ def check_save_path(save, corpus=None, log=None):
             except CheckpointError as e:
                 raise CheckpointError(f"--save would replace {e}; choose a new file name (a run replaces only "
                                       f"its own checkpoints).") from None
+
+
+def read_log(log):
+    """The rows of an existing --log file (None when there is none), refused in one sentence when
+    it is a folder or not a rosetta training log (a checkpoint, another CSV, text that is not UTF-8),
+    so that a run never overwrites it."""
+    from common.checkpoint import file_kind
+
+    if log is None or not os.path.exists(log):
+        return None
+    path = Path(log)
+    if path.is_dir():
+        raise ConfigError(f"--log {log} is a folder; give a file name such as {path / 'train.csv'}.")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise ConfigError(f"cannot read the log {log} ({e.strerror or e}); choose a readable path or a new name.") from None
+    except (UnicodeDecodeError, csv.Error):
+        rows = None
+    if not rows or tuple(rows[0]) != LOG_COLUMNS or not all(r[0].isdigit() for r in rows[1:] if r):
+        kind = file_kind(path) or "not UTF-8 text"
+        what = "" if kind == "a rosetta training log (CSV)" else f" ({kind})"
+        raise ConfigError(f"--log {log} exists and is not a rosetta training log{what}; choose a new file name "
+                          f"(a run replaces only its own log).")
+    return rows
 
 
 def check_same_run(save, corpus, config, force=False, resume=None):
@@ -268,16 +295,8 @@ class Log:
 
     def __init__(self, path, start_step, resumed):
         self.path = Path(path)
-        kept = []
-        if self.path.exists():
-            if self.path.is_dir():
-                raise ConfigError(f"--log {path} is a folder; give a file name such as {self.path / 'train.csv'}.")
-            with open(self.path, newline="") as f:
-                rows = list(csv.reader(f))
-            if not rows or tuple(rows[0]) != LOG_COLUMNS:
-                raise ConfigError(f"--log {path} exists and is not a rosetta training log; choose a new file name.")
-            if resumed:
-                kept = [r for r in rows[1:] if r and int(r[0]) <= start_step]
+        rows = read_log(path) or []
+        kept = [r for r in rows[1:] if r and int(r[0]) <= start_step] if resumed else []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "w", newline="")
