@@ -28,8 +28,8 @@ runtime.set_passive_waiting()  # before numpy's OpenBLAS loads (below) and reads
 from common.batches import make_batches, split  # noqa: E402 (after the waiting policy)
 from common.config import add_config_args, config_from_args  # noqa: E402
 from common.errors import ConfigError, RosettaError  # noqa: E402
-from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, check_backend,  # noqa: E402
-                               check_framework, make_model, model_class, use_backend)
+from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, VERBOSE,  # noqa: E402
+                               check_backend, check_framework, make_model, model_class, use_backend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,6 +82,13 @@ def add_model_args(parser):
                         help="steady: glibc keeps the memory a step frees for the next step (mmap threshold "
                              "32 MiB, trim threshold 1 GiB, set with mallopt at start-up); default: glibc's own "
                              "thresholds (default steady)")
+    add_verbose_arg(parser)
+
+
+def add_verbose_arg(parser):
+    parser.add_argument("--verbose", action="store_true", default=False,
+                        help=f"show what the frameworks print while they load (TensorFlow's start-up lines, "
+                             f"warnings), hidden by default; or set {VERBOSE}=1")
 
 
 def build_parser(preset_defaults=None):
@@ -169,6 +176,7 @@ def build_parser(preset_defaults=None):
                         help="keras (.keras), torch (.pt2, torch.export) or onnx (.onnx)")
     export.add_argument("output", type=str, help="the file to write; its suffix must match --to")
     export.add_argument("--force", action="store_true", default=False, help="replace the output if it exists")
+    add_verbose_arg(export)
 
     plot = commands.add_parser("plot", help="draw the loss curves of training logs",
                                description="Draw the training and validation loss of one or more --log CSV files.")
@@ -206,7 +214,6 @@ def build_model(args, config, weights, workers=1):
     if framework == "keras":
         use_backend(args.backend)  # KERAS_BACKEND, before keras is imported
     set_threads(args.threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes would bury the progress lines
     if workers > 1:  # common/parallel.py: this worker's share, through the framework's engine
         from common import parallel
 
@@ -332,7 +339,7 @@ def eval_command(args):
 def export_command(args):
     from common.export import export
 
-    output = export(args.checkpoint, args.to, args.output, force=args.force)
+    output = export(args.checkpoint, args.to, args.output, force=args.force, announce=lambda line: print(line, flush=True))
     print(f"wrote {output} (--to {args.to}); README: Exports shows how to load and sample it", flush=True)
     return 0
 
@@ -368,6 +375,8 @@ def main(argv=None):
 
             args = build_parser(preset(args.preset)).parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers starts its workers with them
+        if getattr(args, "verbose", False):
+            os.environ[VERBOSE] = "1"  # common.frameworks.quiet shows the frameworks' output; --workers' workers inherit it
         if args.command in ("train", "sample", "eval"):  # threads, waiting and allocator, before a framework loads
             args.threads_given = args.threads
             args.threads = runtime.prepare(args.threads, args.malloc)
