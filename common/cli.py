@@ -352,6 +352,8 @@ def info_command(args):
     total = sum(w.size for w in ckpt.weights.values())
     print(f"checkpoint  {args.checkpoint} ({os.path.getsize(args.checkpoint):,} bytes)")
     print(f"written by  {ckpt.framework}")
+    for label, text in progress(ckpt):
+        print(f"{label:<11} {text}")
     print(f"vocabulary  {len(ckpt.vocab)} characters: {ckpt.vocab.chars!r}")
     print("config      " + ", ".join(f"{k}={v}" for k, v in c.to_dict().items()))
     print(f"tensors     {len(ckpt.weights)}, {total:,} parameters, {c.dtype}")
@@ -359,6 +361,33 @@ def info_command(args):
     for name, w in ckpt.weights.items():
         print(f"  {name:<{width}}  {str(tuple(w.shape)):<12}  {w.size:>10,}")
     return 0
+
+
+def progress(ckpt):
+    """[(label, text)]: the training progress a checkpoint records (its "training" metadata), each
+    field a checkpoint of an older version lacks shown as not recorded."""
+    run = ckpt.run or {}
+    given = lambda key: run.get(key) is not None  # noqa: E731
+    step = f"step {run['step']:,}" + (f" of {run['iters']:,}" if given("iters") else "") if given("step") else "not recorded"
+    if given("epoch"):
+        step += f" (epoch {run['epoch']}, batch {run.get('batch')})"
+    chars = f"{run['chars_seen']:,} characters read" if given("chars_seen") else "characters read not recorded"
+    elapsed = f", {run['elapsed']:,.1f} s of training" if given("elapsed") else ""
+    if given("best_val"):
+        best = f"{run['best_val']:.4f} nats per character at step {run.get('best_step')}"
+        if run.get("weights") == "best":
+            best += "; these weights are that step's"
+    else:
+        best = "not recorded"
+    corpus = run["corpus"] if given("corpus") else "not recorded"
+    corpus += f", sha256 {run['corpus_sha256']}" if given("corpus_sha256") else (", sha256 not recorded" if given("corpus") else "")
+    slots = sorted({name.split("/")[0].removeprefix("optim.") for name in ckpt.training if name.startswith("optim.")})
+    state = (f"{ckpt.config.optimizer} ({', '.join(slots) or 'no slots'}) and the carried LSTM state: "
+             f"--resume continues the run exactly" if ckpt.training else
+             "none (weights only): --resume starts the optimizer and the LSTM state afresh")
+    steps = f"{step}, {chars}{elapsed}" if run else "not recorded (the checkpoint holds no training metadata)"
+    return [("training", steps), ("best val", best), ("corpus", corpus),
+            ("train state", state)]
 
 
 COMMANDS = {"train": train, "sample": sample_command, "eval": eval_command, "info": info_command, "export": export_command,

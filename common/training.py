@@ -13,8 +13,8 @@ What it owns:
                      m.last.safetensors beside it the last state; keep="last": m.safetensors is the
                      last state. Every file also holds the training state (get_training_state: the
                      optimizer's slots, the carried LSTM state) and, as metadata, the step, epoch,
-                     batch, the losses of the progress line in progress, the best validation loss
-                     and the RNG (there is no running generator: the batches of epoch e come from
+                     batch, the characters read, the corpus (name and sha256 of its text), the
+                     losses of the progress line in progress, the best validation loss and the RNG (there is no running generator: the batches of epoch e come from
                      (seed, e), the sample at step s from seed + s). Resuming from that file with the
                      same config and framework repeats the uninterrupted run bit for bit.
   stop requests      SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop after the current step, save the state,
@@ -28,6 +28,7 @@ What it owns:
 """
 
 import csv
+import hashlib
 import math
 import os
 import secrets
@@ -233,7 +234,8 @@ def resume_point(path, vocab, make_config):
         note = ""
     else:
         note = "; weights only (the checkpoint holds no training state)"
-    start = Start(step, ckpt.training if exact else None, run if exact else {"step": step, "run_id": run.get("run_id")},
+    start = Start(step, ckpt.training if exact else None,
+                  run if exact else {"step": step, "run_id": run.get("run_id"), "chars_seen": run.get("chars_seen")},
                   f"; resumed from {chosen} after step {step}{note}")
     return ckpt, config, start
 
@@ -350,6 +352,9 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
     elapsed_before = float(run.get("elapsed", 0.0))
     sample_window = config.seq_length if config.target == "last" else None
     chars_per_step = config.batch_size * config.seq_length
+    # characters read before this invocation: unknown for a checkpoint older than this field
+    chars_before = run.get("chars_seen", 0 if start.step == 0 else None)
+    corpus_sha256 = hashlib.sha256(corpus.text.encode("utf-8")).hexdigest()  # the text trained on (reduced or not)
     log = Log(plan.log, start.step, start.training is not None or start.step > 0) if plan.log else None
     main = Path(plan.save) if plan.save else None
     last_file = last_path(main) if main and plan.keep == "best" else main
@@ -357,7 +362,9 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
     def state(done, weights_kind):
         epoch, k = divmod(done, len(batches))
         return {"run_id": run_id, "step": done, "epoch": epoch, "batch": k, "iters": plan.iters,
-                "corpus": corpus.name, "framework": framework, "keep": plan.keep, "weights": weights_kind,
+                "chars_seen": None if chars_before is None else chars_before + (done - start.step) * chars_per_step,
+                "corpus": corpus.name, "corpus_sha256": corpus_sha256,
+                "framework": framework, "keep": plan.keep, "weights": weights_kind,
                 "first_loss": first_loss, "best_val": best_val, "best_step": best_step,
                 "window_losses": window_losses, "recent_losses": recent_losses, "elapsed": elapsed_before + time.perf_counter() - t0,
                 "rng": {"batches": "Windows: numpy.random.default_rng([seed, epoch]); streams: in order",
@@ -379,12 +386,13 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
         nonlocal best_val, best_step
         if main is None:
             return ""
+        improved = best_val is None or val < best_val
+        if improved:  # with either policy: every checkpoint records the best so far (rosetta info)
+            best_val, best_step = val, done
         if plan.keep == "last":
             write(main, done, "last")
             return f"saved {main}"
-        improved = best_val is None or val < best_val
         if improved:
-            best_val, best_step = val, done
             write(main, done, "best")
         write(last_file, done, "last")
         return f"saved {main} (best)" if improved else f"kept {main} (best {best_val:.4f} at step {best_step})"
