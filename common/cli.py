@@ -266,7 +266,8 @@ def train(args):
             return parallel.launch(args.framework, workers, args.argv)
     model, framework, path = build_model(args, config, weights, workers)
     print(f"{framework}/{path} on {corpus.name}: {len(train_data):,} training and {len(val_data):,} validation "
-          f"characters, V={config.vocab_size}, {config.num_layers} layer(s) of {config.hidden_size}, "
+          f"characters ({len(val_data) - 1:,} next-character targets), V={config.vocab_size}, "
+          f"{config.num_layers} layer(s) of {config.hidden_size}, "
           f"B={config.batch_size} T={config.seq_length}"
           + (f" target last (windows {config.window_stride} apart)" if config.target == "last" else "")
           + (f" {config.recurrent_activation}" if config.recurrent_activation != "sigmoid" else "")
@@ -330,9 +331,11 @@ def eval_command(args):
     corpus = load_corpus(name)
     load_checkpoint(args.checkpoint, vocab=corpus.vocab)  # a corpus of another vocabulary is refused
     model, framework, path = build_model(args, ckpt.config, ckpt.weights)
-    result = text_loss(model, split(corpus.data)[1], streams=args.streams)
+    val_data = split(corpus.data)[1]
+    result = text_loss(model, val_data, streams=args.streams)
     print(f"{args.checkpoint}: validation loss {result.nats:.4f} nats ({result.bits:.4f} bits) per character over "
-          f"{result.chars:,} characters of {corpus.name} ({framework}/{path})", flush=True)
+          f"the {len(val_data):,} validation characters of {corpus.name} ({result.chars:,} next-character targets; "
+          f"{framework}/{path})", flush=True)
     return 0
 
 
