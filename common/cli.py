@@ -367,30 +367,29 @@ def info_command(args):
 
 
 def progress(ckpt):
-    """[(label, text)]: the training progress a checkpoint records (its "training" metadata), each
-    field a checkpoint of an older version lacks shown as not recorded."""
-    run = ckpt.run or {}
-    given = lambda key: run.get(key) is not None  # noqa: E731
-    step = f"step {run['step']:,}" + (f" of {run['iters']:,}" if given("iters") else "") if given("step") else "not recorded"
-    if given("epoch"):
-        step += f" (epoch {run['epoch']}, batch {run.get('batch')})"
-    chars = f"{run['chars_seen']:,} characters read" if given("chars_seen") else "characters read not recorded"
-    elapsed = f", {run['elapsed']:,.1f} s of training" if given("elapsed") else ""
-    if given("best_val"):
-        best = f"{run['best_val']:.4f} nats per character at step {run.get('best_step')}"
-        if run.get("weights") == "best":
-            best += "; these weights are that step's"
+    """[(label, text)]: the training progress a checkpoint records (its "training" metadata, written
+    by common/training.py); what a checkpoint of an older version lacks reads "not recorded"."""
+    run = {k: v for k, v in (ckpt.run or {}).items() if v is not None}
+    if not run:
+        steps = "not recorded (the checkpoint holds no training metadata)"
     else:
-        best = "not recorded"
-    corpus = run["corpus"] if given("corpus") else "not recorded"
-    corpus += f", sha256 {run['corpus_sha256']}" if given("corpus_sha256") else (", sha256 not recorded" if given("corpus") else "")
+        steps = f"step {run['step']:,}" if "step" in run else "step not recorded"
+        steps += f" of {run['iters']:,}" if "iters" in run else ""
+        steps += f" (epoch {run['epoch']}, batch {run.get('batch')})" if "epoch" in run else ""
+        steps += f", {run['chars_seen']:,} characters read" if "chars_seen" in run else ", characters read not recorded"
+        steps += f", {run['elapsed']:,.1f} s of training" if "elapsed" in run else ""
+    best = "not recorded"
+    if "best_val" in run:
+        best = f"{run['best_val']:.4f} nats per character at step {run.get('best_step')}"
+        best += "; these weights are that step's" if run.get("weights") == "best" else ""
+    corpus = run.get("corpus", "not recorded")
+    if "corpus" in run:
+        corpus += f", sha256 {run.get('corpus_sha256', 'not recorded')}"
     slots = sorted({name.split("/")[0].removeprefix("optim.") for name in ckpt.training if name.startswith("optim.")})
     state = (f"{ckpt.config.optimizer} ({', '.join(slots) or 'no slots'}) and the carried LSTM state: "
              f"--resume continues the run exactly" if ckpt.training else
              "none (weights only): --resume starts the optimizer and the LSTM state afresh")
-    steps = f"{step}, {chars}{elapsed}" if run else "not recorded (the checkpoint holds no training metadata)"
-    return [("training", steps), ("best val", best), ("corpus", corpus),
-            ("train state", state)]
+    return [("training", steps), ("best val", best), ("corpus", corpus), ("train state", state)]
 
 
 COMMANDS = {"train": train, "sample": sample_command, "eval": eval_command, "info": info_command, "export": export_command,
