@@ -14,8 +14,9 @@ What it owns:
                      last state. Every file also holds the training state (get_training_state: the
                      optimizer's slots, the carried LSTM state) and, as metadata, the step, epoch,
                      batch, the characters read, the corpus (name and sha256 of its text), the
-                     losses of the progress line in progress, the best validation loss and the RNG (there is no running generator: the batches of epoch e come from
-                     (seed, e), the sample at step s from seed + s). Resuming from that file with the
+                     losses of the progress line in progress, the best validation loss and the RNG
+                     (there is no running generator: the batches of epoch e come from (seed, e),
+                     the sample at step s from seed + s). Resuming from that file with the
                      same config and framework repeats the uninterrupted run bit for bit.
   stop requests      SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop after the current step, save the state,
                      say where, exit 128 + the signal's number; a second one stops at once.
