@@ -74,11 +74,15 @@ def quiet():
     and everything written to file descriptor 2 (TensorFlow 2.21 writes its absl and oneDNN start-up
     lines there before it reads TF_CPP_MIN_LOG_LEVEL; torch.onnx logs its registry notes there)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's later notes; a value the user set is kept
-    if verbose():
+    try:
+        saved = None if verbose() else os.dup(2)
+    except OSError:  # no standard error to silence
+        saved = None
+    if saved is None:
         yield
         return
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
     try:
