@@ -115,13 +115,69 @@ def save_checkpoint(path, weights, vocab, config, framework, training=None, run=
     return path
 
 
+# What a file that is not a checkpoint is, from its first bytes (then its suffix): the files a user
+# of this project has at hand (a --log CSV, a corpus, a plot, an export) and a few common others
+MAGIC = ((b"PK\x03\x04", "a zip archive"), (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras 2 .h5 weights?)"),
+         (b"\x89PNG", "a PNG image"), (b"\x93NUMPY", "a numpy .npy array"), (b"%PDF", "a PDF document"))
+ZIP_SUFFIXES = {".keras": "a Keras .keras export (a zip archive)", ".pt2": "a PyTorch .pt2 export (a zip archive)",
+                ".pt": "a PyTorch file (a zip archive)", ".pth": "a PyTorch file (a zip archive)",
+                ".npz": "a numpy .npz archive"}
+SUFFIXES = {".onnx": "an ONNX model", ".pkl": "a Python pickle", ".pickle": "a Python pickle"}
+PEEK_BYTES = 4096
+
+
+def file_kind(path):
+    """What the file at `path` is, as a phrase ("a CSV file", "an empty file", ...), judged by its
+    first bytes, then its suffix; "a safetensors file" for one that starts like one (a damaged
+    checkpoint); None when neither tells."""
+    from common.training import LOG_COLUMNS
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(PEEK_BYTES)
+    except OSError:
+        return None
+    suffix = path.suffix.lower()
+    if not head:
+        return "an empty file"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "a safetensors file"  # an 8-byte header length, then the JSON header
+    for magic, kind in MAGIC:
+        if head.startswith(magic):
+            return ZIP_SUFFIXES.get(suffix, kind) if magic == b"PK\x03\x04" else kind
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if len(head) < PEEK_BYTES or e.start < len(head) - 3:  # not a character cut at the end of the peek
+            return None
+        text = head[:e.start].decode("utf-8")
+    if "\x00" in text:
+        return None
+    first = text.lstrip("\ufeff").split("\n", 1)[0]
+    if first.strip().startswith(("{", "[")):
+        return "a JSON file"
+    if first.strip() == ",".join(LOG_COLUMNS):
+        return "a rosetta training log (CSV)"
+    if "," in first or suffix == ".csv":
+        return "a CSV file"
+    return "a text file"
+
+
 def _read(path):
-    """(tensors, metadata) of a safetensors file, or a CheckpointError saying it is not one."""
+    """(tensors, metadata) of a safetensors file, or a CheckpointError saying it is not one: what it
+    is when its first bytes tell (a CSV log, an export, ...), else that it may be damaged."""
     try:
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
             tensors = {name: np.array(f.get_tensor(name)) for name in f.keys()}  # copies: writable, no mmap
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        kind = file_kind(path)
+        if kind not in (None, "a safetensors file"):
+            raise CheckpointError(f"{path} is {kind}, not a checkpoint: give the .safetensors file that "
+                                  f"`rosetta train --save` wrote.") from None
         raise CheckpointError(
             f"{path} is not a readable safetensors checkpoint ({e}); it may be truncated or corrupt: "
             f"save it again or use another file.") from None
@@ -220,7 +276,9 @@ def peek_metadata(path):
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{path}, which is not a checkpoint") from None
+        kind = file_kind(path)
+        kind = f" ({kind})" if kind not in (None, "a safetensors file") else ""
+        raise CheckpointError(f"{path}{kind}, which is not a checkpoint") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}, a safetensors file that lstm-rosetta did not write") from None
     return metadata

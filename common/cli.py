@@ -28,8 +28,8 @@ runtime.set_passive_waiting()  # before numpy's OpenBLAS loads (below) and reads
 from common.batches import make_batches, split  # noqa: E402 (after the waiting policy)
 from common.config import add_config_args, config_from_args  # noqa: E402
 from common.errors import ConfigError, RosettaError  # noqa: E402
-from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, check_backend,  # noqa: E402
-                               check_framework, make_model, model_class, use_backend)
+from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, VERBOSE,  # noqa: E402
+                               check_backend, check_framework, make_model, model_class, use_backend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,6 +82,13 @@ def add_model_args(parser):
                         help="steady: glibc keeps the memory a step frees for the next step (mmap threshold "
                              "32 MiB, trim threshold 1 GiB, set with mallopt at start-up); default: glibc's own "
                              "thresholds (default steady)")
+    add_verbose_arg(parser)
+
+
+def add_verbose_arg(parser):
+    parser.add_argument("--verbose", action="store_true", default=False,
+                        help=f"show what the frameworks print while they load (TensorFlow's start-up lines, "
+                             f"warnings), hidden by default; or set {VERBOSE}=1")
 
 
 def build_parser(preset_defaults=None):
@@ -169,6 +176,7 @@ def build_parser(preset_defaults=None):
                         help="keras (.keras), torch (.pt2, torch.export) or onnx (.onnx)")
     export.add_argument("output", type=str, help="the file to write; its suffix must match --to")
     export.add_argument("--force", action="store_true", default=False, help="replace the output if it exists")
+    add_verbose_arg(export)
 
     plot = commands.add_parser("plot", help="draw the loss curves of training logs",
                                description="Draw the training and validation loss of one or more --log CSV files.")
@@ -206,7 +214,6 @@ def build_model(args, config, weights, workers=1):
     if framework == "keras":
         use_backend(args.backend)  # KERAS_BACKEND, before keras is imported
     set_threads(args.threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes would bury the progress lines
     if workers > 1:  # common/parallel.py: this worker's share, through the framework's engine
         from common import parallel
 
@@ -259,7 +266,8 @@ def train(args):
             return parallel.launch(args.framework, workers, args.argv)
     model, framework, path = build_model(args, config, weights, workers)
     print(f"{framework}/{path} on {corpus.name}: {len(train_data):,} training and {len(val_data):,} validation "
-          f"characters, V={config.vocab_size}, {config.num_layers} layer(s) of {config.hidden_size}, "
+          f"characters ({len(val_data) - 1:,} next-character targets), V={config.vocab_size}, "
+          f"{config.num_layers} layer(s) of {config.hidden_size}, "
           f"B={config.batch_size} T={config.seq_length}"
           + (f" target last (windows {config.window_stride} apart)" if config.target == "last" else "")
           + (f" {config.recurrent_activation}" if config.recurrent_activation != "sigmoid" else "")
@@ -323,16 +331,18 @@ def eval_command(args):
     corpus = load_corpus(name)
     load_checkpoint(args.checkpoint, vocab=corpus.vocab)  # a corpus of another vocabulary is refused
     model, framework, path = build_model(args, ckpt.config, ckpt.weights)
-    result = text_loss(model, split(corpus.data)[1], streams=args.streams)
+    val_data = split(corpus.data)[1]
+    result = text_loss(model, val_data, streams=args.streams)
     print(f"{args.checkpoint}: validation loss {result.nats:.4f} nats ({result.bits:.4f} bits) per character over "
-          f"{result.chars:,} characters of {corpus.name} ({framework}/{path})", flush=True)
+          f"the {len(val_data):,} validation characters of {corpus.name} ({result.chars:,} next-character targets; "
+          f"{framework}/{path})", flush=True)
     return 0
 
 
 def export_command(args):
     from common.export import export
 
-    output = export(args.checkpoint, args.to, args.output, force=args.force)
+    output = export(args.checkpoint, args.to, args.output, force=args.force, announce=lambda line: print(line, flush=True))
     print(f"wrote {output} (--to {args.to}); README: Exports shows how to load and sample it", flush=True)
     return 0
 
@@ -345,6 +355,8 @@ def info_command(args):
     total = sum(w.size for w in ckpt.weights.values())
     print(f"checkpoint  {args.checkpoint} ({os.path.getsize(args.checkpoint):,} bytes)")
     print(f"written by  {ckpt.framework}")
+    for label, text in progress(ckpt):
+        print(f"{label:<11} {text}")
     print(f"vocabulary  {len(ckpt.vocab)} characters: {ckpt.vocab.chars!r}")
     print("config      " + ", ".join(f"{k}={v}" for k, v in c.to_dict().items()))
     print(f"tensors     {len(ckpt.weights)}, {total:,} parameters, {c.dtype}")
@@ -352,6 +364,32 @@ def info_command(args):
     for name, w in ckpt.weights.items():
         print(f"  {name:<{width}}  {str(tuple(w.shape)):<12}  {w.size:>10,}")
     return 0
+
+
+def progress(ckpt):
+    """[(label, text)]: the training progress a checkpoint records (its "training" metadata, written
+    by common/training.py); what a checkpoint of an older version lacks reads "not recorded"."""
+    run = {k: v for k, v in (ckpt.run or {}).items() if v is not None}
+    if not run:
+        steps = "not recorded (the checkpoint holds no training metadata)"
+    else:
+        steps = f"step {run['step']:,}" if "step" in run else "step not recorded"
+        steps += f" of {run['iters']:,}" if "iters" in run else ""
+        steps += f" (epoch {run['epoch']}, batch {run.get('batch')})" if "epoch" in run else ""
+        steps += f", {run['chars_seen']:,} characters read" if "chars_seen" in run else ", characters read not recorded"
+        steps += f", {run['elapsed']:,.1f} s of training" if "elapsed" in run else ""
+    best = "not recorded"
+    if "best_val" in run:
+        best = f"{run['best_val']:.4f} nats per character at step {run.get('best_step')}"
+        best += "; these weights are that step's" if run.get("weights") == "best" else ""
+    corpus = run.get("corpus", "not recorded")
+    if "corpus" in run:
+        corpus += f", sha256 {run.get('corpus_sha256', 'not recorded')}"
+    slots = sorted({name.split("/")[0].removeprefix("optim.") for name in ckpt.training if name.startswith("optim.")})
+    state = (f"{ckpt.config.optimizer} ({', '.join(slots) or 'no slots'}) and the carried LSTM state: "
+             f"--resume continues the run exactly" if ckpt.training else
+             "none (weights only): --resume starts the optimizer and the LSTM state afresh")
+    return [("training", steps), ("best val", best), ("corpus", corpus), ("train state", state)]
 
 
 COMMANDS = {"train": train, "sample": sample_command, "eval": eval_command, "info": info_command, "export": export_command,
@@ -368,6 +406,8 @@ def main(argv=None):
 
             args = build_parser(preset(args.preset)).parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers starts its workers with them
+        if getattr(args, "verbose", False):
+            os.environ[VERBOSE] = "1"  # common.frameworks.quiet shows the frameworks' output; --workers' workers inherit it
         if args.command in ("train", "sample", "eval"):  # threads, waiting and allocator, before a framework loads
             args.threads_given = args.threads
             args.threads = runtime.prepare(args.threads, args.malloc)

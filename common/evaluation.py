@@ -125,7 +125,7 @@ def main(argv=None):
                           "path": a.path, "dtype": ckpt.config.dtype}))
     else:
         print(f"{a.checkpoint}: validation loss {result.nats:.4f} nats ({result.bits:.4f} bits) per character "
-              f"over {result.chars:,} characters ({a.framework}{'/' + a.path if a.path else ''})")
+              f"over {result.chars:,} next-character targets ({a.framework}{'/' + a.path if a.path else ''})")
     return 0
 
 

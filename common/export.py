@@ -32,12 +32,15 @@ import secrets
 from pathlib import Path
 
 from common.errors import ConfigError
+from common.frameworks import quiet
 
 SUFFIXES = {"keras": ".keras", "torch": ".pt2", "onnx": ".onnx"}
 # Importable modules each target needs to be written (onnx: torch's exporter and the onnx packages)
 NEEDS = {"keras": ("keras",), "torch": ("torch",), "onnx": ("torch", "onnx", "onnxscript")}
 # The module that builds each, reached by name as common/frameworks.py reaches the models
 BUILDERS = {"keras": "keras_impl.export", "torch": "torch_impl.export", "onnx": "torch_impl.export"}
+# What writes each, for the line printed before the slow part (torch.onnx traces and converts the model)
+WRITERS = {"keras": "keras.saving", "torch": "torch.export", "onnx": "torch.onnx (about 20 s)"}
 METADATA = "rosetta.json"
 STATE_OPTIONAL = {"keras": False, "torch": False, "onnx": True}
 FORMAT = "lstm-rosetta-export/1"
@@ -91,19 +94,22 @@ def metadata_json(ckpt, to=None):
 def write(ckpt, to, tmp):
     """Build the export from the checkpoint's weights with the framework's own layers and write `tmp`."""
     meta = metadata_json(ckpt, to)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes
-    module = importlib.import_module(BUILDERS[to])
-    if to == "keras":
-        module.save_keras(module.build_model(ckpt.weights, ckpt.config), str(tmp), meta)
-    else:
-        save = module.save_pt2 if to == "torch" else module.save_onnx
-        save(module.build_module(ckpt.weights, ckpt.config), str(tmp), meta)
+    with quiet():  # the frameworks' start-up lines, torch.onnx's registry notes and its warnings
+        module = importlib.import_module(BUILDERS[to])
+        if to == "keras":
+            module.save_keras(module.build_model(ckpt.weights, ckpt.config), str(tmp), meta)
+        else:
+            save = module.save_pt2 if to == "torch" else module.save_onnx
+            save(module.build_module(ckpt.weights, ckpt.config), str(tmp), meta)
 
 
-def export(checkpoint, to, output, force=False):
-    """Write the checkpoint as a `to` file at `output`, atomically; returns the output Path."""
+def export(checkpoint, to, output, force=False, announce=None):
+    """Write the checkpoint as a `to` file at `output`, atomically; returns the output Path.
+    announce(line): called with what is about to happen, after the checks and before the slow part."""
     ckpt = check_export(checkpoint, to, output, force)
     output = Path(output)
+    if announce:
+        announce(f"exporting {checkpoint} to {output} with {WRITERS[to]}...")
     tmp = output.with_name(f".{output.stem}.{secrets.token_hex(4)}.tmp{output.suffix}")  # keras wants the suffix
     try:
         write(ckpt, to, tmp)

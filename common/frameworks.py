@@ -5,8 +5,11 @@ Each (framework, path) lives in one module: the lesson paths in `<framework>_imp
 tuned path "fast" in `<framework>_impl/fast.py`.
 """
 
+import contextlib
 import importlib
 import os
+import sys
+import warnings
 
 from common.errors import ConfigError
 
@@ -24,6 +27,8 @@ BACKEND_ONLY = {("keras", "fast"): ("tensorflow",)}
 # Environment variables every framework's thread pools read at import (BLAS, OpenMP, TensorFlow)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+# Set to anything but 0 (or --verbose): the frameworks' start-up notes and warnings are shown
+VERBOSE = "ROSETTA_VERBOSE"
 
 
 def check_framework(framework, path=None):
@@ -57,6 +62,39 @@ def use_backend(backend):
     return os.environ["KERAS_BACKEND"]
 
 
+def verbose(environ=os.environ):
+    """Whether the user asked to see what the frameworks print: ROSETTA_VERBOSE, or TensorFlow's
+    own TF_CPP_MIN_LOG_LEVEL=0."""
+    return environ.get(VERBOSE, "0") not in ("", "0") or environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence what a framework prints while it loads or exports, unless verbose(): Python warnings,
+    and everything written to file descriptor 2 (TensorFlow 2.21 writes its absl and oneDNN start-up
+    lines there before it reads TF_CPP_MIN_LOG_LEVEL; torch.onnx logs its registry notes there)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's later notes; a value the user set is kept
+    try:
+        saved = None if verbose() else os.dup(2)
+    except OSError:  # no standard error to silence
+        saved = None
+    if saved is None:
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def module_name(framework, path=None):
     """The module that holds `framework`'s CharLSTM for `path`."""
     framework, path = check_framework(framework, path)
@@ -67,7 +105,8 @@ def model_class(framework, path=None):
     """The CharLSTM class of a framework and path, imported on demand by module name."""
     name = module_name(framework, path)
     try:
-        module = importlib.import_module(name)
+        with quiet():  # the framework's start-up lines would bury the first line of ours
+            module = importlib.import_module(name)
     except ImportError as e:
         what = PACKAGES[framework]
         if framework == "keras":

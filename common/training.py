@@ -13,9 +13,10 @@ What it owns:
                      m.last.safetensors beside it the last state; keep="last": m.safetensors is the
                      last state. Every file also holds the training state (get_training_state: the
                      optimizer's slots, the carried LSTM state) and, as metadata, the step, epoch,
-                     batch, the losses of the progress line in progress, the best validation loss
-                     and the RNG (there is no running generator: the batches of epoch e come from
-                     (seed, e), the sample at step s from seed + s). Resuming from that file with the
+                     batch, the characters read, the corpus (name and sha256 of its text), the
+                     losses of the progress line in progress, the best validation loss and the RNG
+                     (there is no running generator: the batches of epoch e come from (seed, e),
+                     the sample at step s from seed + s). Resuming from that file with the
                      same config and framework repeats the uninterrupted run bit for bit.
   stop requests      SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop after the current step, save the state,
                      say where, exit 128 + the signal's number; a second one stops at once.
@@ -28,6 +29,7 @@ What it owns:
 """
 
 import csv
+import hashlib
 import math
 import os
 import secrets
@@ -121,10 +123,11 @@ def last_path(save):
 
 
 def check_save_path(save, corpus=None, log=None):
-    """Refuse, before anything is read or trained, a --save that would replace what is not ours:
-    a folder, the corpus, a file that is not an lstm-rosetta checkpoint."""
+    """Refuse, before anything is read or trained, a --save or --log that would replace what is not
+    ours: a folder, the corpus, a file that is not an lstm-rosetta checkpoint or training log."""
     from common.checkpoint import peek_metadata
 
+    read_log(log)
     if save is None:
         return
     if str(save).endswith(("/", os.sep)) or os.path.isdir(save):
@@ -144,6 +147,32 @@ def check_save_path(save, corpus=None, log=None):
             except CheckpointError as e:
                 raise CheckpointError(f"--save would replace {e}; choose a new file name (a run replaces only "
                                       f"its own checkpoints).") from None
+
+
+def read_log(log):
+    """The rows of an existing --log file (None when there is none), refused in one sentence when
+    it is a folder or not a rosetta training log (a checkpoint, another CSV, text that is not UTF-8),
+    so that a run never overwrites it."""
+    from common.checkpoint import file_kind
+
+    if log is None or not os.path.exists(log):
+        return None
+    path = Path(log)
+    if path.is_dir():
+        raise ConfigError(f"--log {log} is a folder; give a file name such as {path / 'train.csv'}.")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise ConfigError(f"cannot read the log {log} ({e.strerror or e}); choose a readable path or a new name.") from None
+    except (UnicodeDecodeError, csv.Error):
+        rows = None
+    if not rows or tuple(rows[0]) != LOG_COLUMNS or not all(r[0].isdigit() for r in rows[1:] if r):
+        kind = file_kind(path) or "not UTF-8 text"
+        what = "" if kind == "a rosetta training log (CSV)" else f" ({kind})"
+        raise ConfigError(f"--log {log} exists and is not a rosetta training log{what}; choose a new file name "
+                          f"(a run replaces only its own log).")
+    return rows
 
 
 def check_same_run(save, corpus, config, force=False, resume=None):
@@ -206,7 +235,8 @@ def resume_point(path, vocab, make_config):
         note = ""
     else:
         note = "; weights only (the checkpoint holds no training state)"
-    start = Start(step, ckpt.training if exact else None, run if exact else {"step": step, "run_id": run.get("run_id")},
+    start = Start(step, ckpt.training if exact else None,
+                  run if exact else {"step": step, "run_id": run.get("run_id"), "chars_seen": run.get("chars_seen")},
                   f"; resumed from {chosen} after step {step}{note}")
     return ckpt, config, start
 
@@ -268,16 +298,8 @@ class Log:
 
     def __init__(self, path, start_step, resumed):
         self.path = Path(path)
-        kept = []
-        if self.path.exists():
-            if self.path.is_dir():
-                raise ConfigError(f"--log {path} is a folder; give a file name such as {self.path / 'train.csv'}.")
-            with open(self.path, newline="") as f:
-                rows = list(csv.reader(f))
-            if not rows or tuple(rows[0]) != LOG_COLUMNS:
-                raise ConfigError(f"--log {path} exists and is not a rosetta training log; choose a new file name.")
-            if resumed:
-                kept = [r for r in rows[1:] if r and int(r[0]) <= start_step]
+        rows = read_log(path) or []
+        kept = [r for r in rows[1:] if r and int(r[0]) <= start_step] if resumed else []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "w", newline="")
@@ -331,6 +353,9 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
     elapsed_before = float(run.get("elapsed", 0.0))
     sample_window = config.seq_length if config.target == "last" else None
     chars_per_step = config.batch_size * config.seq_length
+    # characters read before this invocation: unknown for a checkpoint older than this field
+    chars_before = run.get("chars_seen", 0 if start.step == 0 else None)
+    corpus_sha256 = hashlib.sha256(corpus.text.encode("utf-8")).hexdigest()  # the text trained on (reduced or not)
     log = Log(plan.log, start.step, start.training is not None or start.step > 0) if plan.log else None
     main = Path(plan.save) if plan.save else None
     last_file = last_path(main) if main and plan.keep == "best" else main
@@ -338,7 +363,9 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
     def state(done, weights_kind):
         epoch, k = divmod(done, len(batches))
         return {"run_id": run_id, "step": done, "epoch": epoch, "batch": k, "iters": plan.iters,
-                "corpus": corpus.name, "framework": framework, "keep": plan.keep, "weights": weights_kind,
+                "chars_seen": None if chars_before is None else chars_before + (done - start.step) * chars_per_step,
+                "corpus": corpus.name, "corpus_sha256": corpus_sha256,
+                "framework": framework, "keep": plan.keep, "weights": weights_kind,
                 "first_loss": first_loss, "best_val": best_val, "best_step": best_step,
                 "window_losses": window_losses, "recent_losses": recent_losses, "elapsed": elapsed_before + time.perf_counter() - t0,
                 "rng": {"batches": "Windows: numpy.random.default_rng([seed, epoch]); streams: in order",
@@ -360,12 +387,13 @@ def train(model, framework, corpus, config, batches, val_batches, plan, start=No
         nonlocal best_val, best_step
         if main is None:
             return ""
+        improved = best_val is None or val < best_val
+        if improved:  # with either policy: every checkpoint records the best so far (rosetta info)
+            best_val, best_step = val, done
         if plan.keep == "last":
             write(main, done, "last")
             return f"saved {main}"
-        improved = best_val is None or val < best_val
         if improved:
-            best_val, best_step = val, done
             write(main, done, "best")
         write(last_file, done, "last")
         return f"saved {main} (best)" if improved else f"kept {main} (best {best_val:.4f} at step {best_step})"

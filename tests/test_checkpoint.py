@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -84,13 +85,22 @@ def test_missing_file(tmp_path):
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_file(saved, damage):
     path = saved[0]
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[:-7], "garbage": b"not a checkpoint at all", "empty": b""}[damage])
+    path.write_bytes({"truncated": data[:-7], "garbage": b"\x00\xffnot a checkpoint at all"}[damage])
     with pytest.raises(CheckpointError, match=r"is not a readable safetensors checkpoint \(.+\); it may be "
                                               r"truncated or corrupt: save it again or use another file\.$"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content, kind", [(b"not a checkpoint at all", "a text file"), (b"", "an empty file")])
+def test_a_file_that_is_not_a_checkpoint_says_what_it_is(saved, content, kind):
+    path = saved[0]
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))} is {kind}, not a checkpoint: give the "
+                                              r"\.safetensors file that `rosetta train --save` wrote\.$"):
         load_checkpoint(path)
 
 
@@ -270,7 +280,7 @@ def test_peek_metadata_says_what_a_file_is(saved, tmp_path):
     assert checkpoint.peek_metadata(saved[0])["framework"] == "torch"
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="notes.txt, which is not a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"notes\.txt \(a text file\), which is not a checkpoint"):
         checkpoint.peek_metadata(text)
     foreign = tmp_path / "f.safetensors"
     safetensors.numpy.save_file({"a": np.zeros(1)}, foreign)

@@ -237,7 +237,7 @@ def test_check_save_path_in_process(tmp_path):
     check_save_path(tmp_path / "new.safetensors")
     assert last_path("a/m.safetensors") == Path("a/m.last.safetensors") and last_path("m") == Path("m.last.safetensors")
     (tmp_path / "m.last.safetensors").write_text("not mine")
-    with pytest.raises(CheckpointError, match="m.last.safetensors, which is not a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"m\.last\.safetensors \(a text file\), which is not a checkpoint"):
         check_save_path(tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match="--save and --log both name"):
         check_save_path(tmp_path / "x.csv", log=tmp_path / "x.csv")
