@@ -151,7 +151,6 @@ def state_dict_source(tensors, source, mapping=None):
     prefix, names = next(iter(groups.items()))
     layers, L = [], 1 + max(k for _, k in names)
     for k in range(L):
-        where = f"{prefix}*_l{k}"
         if ("weight_ih", k) not in names or ("weight_hh", k) not in names:
             raise SourceError(f"{source} lacks {prefix}weight_ih_l{k} or {prefix}weight_hh_l{k} of LSTM layer {k}; "
                               f"save the whole state_dict (torch.save(model.state_dict())).")
@@ -159,11 +158,11 @@ def state_dict_source(tensors, source, mapping=None):
         gates = w_hh.shape[0] // max(w_hh.shape[1], 1)
         if w_hh.ndim != 2 or gates != 4 or w_hh.shape[0] != 4 * w_hh.shape[1]:
             kind = {3: "a GRU (3 gates)", 1: "a plain RNN (SimpleRNN, 1 gate)"}.get(gates, f"not an LSTM ({w_hh.shape})")
-            raise SourceError(f"layer {where} of {source} is {kind}: weight_hh_l{k} has shape {tuple(w_hh.shape)}, "
-                              f"where an LSTM has (4H, H); import an nn.LSTM.")
+            raise SourceError(f"recurrent layer {k} of {source} is {kind}: {prefix}weight_hh_l{k} has shape "
+                              f"{tuple(w_hh.shape)}, where an LSTM has (4H, H); import an nn.LSTM.")
         if ("bias_ih", k) not in names or ("bias_hh", k) not in names:
-            raise SourceError(f"LSTM layer {where} of {source} has no biases (nn.LSTM(bias=False), use_bias=False): "
-                              f"the interchange LSTM always has one; import an LSTM with bias=True.")
+            raise SourceError(f"LSTM layer {k} of {source} has no {prefix}bias_ih_l{k} (nn.LSTM(bias=False), use_bias=False): "
+                              f"the interchange LSTM always has a bias; import an LSTM with bias=True.")
         W_x, W_h, b = torch_lstm(w_ih, w_hh, tensors.pop(names["bias_ih", k]), tensors.pop(names["bias_hh", k]))
         layers.append(LSTM(f"{prefix}l{k}", W_x, W_h, b))
     H, in_0 = layers[0].W_h.shape[0], layers[0].W_x.shape[0]

@@ -6,6 +6,7 @@ save them; the source model's own predictions over TEXT are saved beside them.
     python tests/foreign_models.py torch OUT
     python tests/foreign_models.py refusals OUT   # models rosetta import must refuse (Keras, torch, onnx)
 
+OUT/text.txt is the text, OUT/corpus.txt ten copies of it (a corpus of the same characters).
 Each model numbers its characters in order of first appearance (vocab.json), not sorted, as
 `chars = list(dict.fromkeys(text))` does; OUT/predictions-<kind>.npz holds, per model, "<name>" (the
 predictions: logits, or probabilities for a softmax head) and "<name>/x" (the ids it read).
@@ -172,6 +173,7 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.json").write_text(json.dumps(CHARS), encoding="utf-8")
     (out / "text.txt").write_text(TEXT, encoding="utf-8")
+    (out / "corpus.txt").write_text(TEXT * 10, encoding="utf-8")  # long enough to train and validate on
     if kind == "refusals":
         refusal_models(out)
     else:
