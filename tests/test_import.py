@@ -401,3 +401,29 @@ def test_bad_command_lines_are_refused_before_reading(tmp_path):
         status, _, err = cli("import", *args)
         assert status == 2 and words in err and "Traceback" not in err, err
     assert not (tmp_path / "o.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# --map: names a state_dict's shapes and suffixes cannot tell apart (framework-free, numpy arrays)
+
+def test_map_joins_two_lstm_modules_into_one_stack_and_drops_a_tensor():
+    from common.importing import SourceError, state_dict_source
+
+    rng = np.random.default_rng(0)
+    V, H = 5, 3
+    w = lambda *shape: rng.standard_normal(shape)
+    layer = lambda name, n_in: {f"{name}.weight_ih_l0": w(4 * H, n_in), f"{name}.weight_hh_l0": w(4 * H, H),
+                                f"{name}.bias_ih_l0": w(4 * H), f"{name}.bias_hh_l0": w(4 * H)}
+    tensors = {**layer("first", V), **layer("second", H), "out.weight": w(V, H), "out.bias": w(V),
+               "steps": np.ones(1)}
+    with pytest.raises(SourceError, match="under 2 prefixes"):
+        state_dict_source(tensors, "m.pt", {"steps": "ignore"})
+    mapping = {f"second.{kind}_l0": f"lstm.{kind}_l1" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    mapping.update({f"first.{kind}_l0": f"lstm.{kind}_l0" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    with pytest.raises(SourceError, match="'steps'.*--map steps=ignore"):
+        state_dict_source(tensors, "m.pt", mapping)
+    src = state_dict_source(tensors, "m.pt", {**mapping, "steps": "ignore"})
+    first, second, head = src.layers
+    np.testing.assert_array_equal(second.W_x, tensors["second.weight_ih_l0"].T)
+    np.testing.assert_array_equal(first.b, tensors["first.bias_ih_l0"] + tensors["first.bias_hh_l0"])
+    np.testing.assert_array_equal(head.W, tensors["out.weight"].T)
