@@ -342,9 +342,8 @@ def reader_of(source):
 
 def import_model(source, vocab, out, mapping=None, force=False):
     """Read `source`, convert it with the vocabulary `vocab` (file or corpus), and write the
-    checkpoint `out` atomically (common/checkpoint.py); returns (out Path, Checkpoint-like notes).
-
-    Nothing is written unless every check passes."""
+    checkpoint `out` atomically (common/checkpoint.py); returns (out Path, Config, notes for the
+    user). Nothing is written unless every check passes."""
     from common.checkpoint import save_checkpoint
 
     out = Path(out)
