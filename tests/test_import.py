@@ -213,7 +213,9 @@ def test_numpy_computes_the_source_predictions(name, imported, inputs):
                 make_model("numpy", ckpt.config, ckpt.weights, path=path)
             continue
         logits = make_model("numpy", ckpt.config, ckpt.weights, path=path).forward(x)[0]
-        assert difference(name, logits, predictions) < TOLERANCE[ckpt.config.dtype], (name, path)
+        figure = difference(name, logits, predictions)
+        assert figure < TOLERANCE[ckpt.config.dtype], (name, path, figure)
+        print(f"\nmax |logit difference| numpy: {path}/{name} {figure:.1e}", end="")
 
 
 @pytest.mark.parametrize("loader", LOADERS)
