@@ -3,6 +3,7 @@
     rosetta train --framework torch --corpus tinyshakespeare --iters 500 --save m.safetensors
     rosetta sample m.safetensors --framework numpy --length 300 --temperature 0.8 --prime "ROMEO:"
     rosetta info m.safetensors
+    rosetta import m.keras --vocab vocab.json --out m.safetensors   # a model trained by plain Keras/PyTorch code
     rosetta plot run1.csv run2.csv --out loss.png
 
 Checkpoints are the interchange .safetensors files of common/checkpoint.py, so a model trained
@@ -95,7 +96,7 @@ def build_parser(preset_defaults=None):
     """The parser; preset_defaults (common.presets) become the defaults of `rosetta train`."""
     parser = argparse.ArgumentParser(
         prog="rosetta", description="Train and sample a character-level LSTM in numpy, torch or keras.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,info,export,plot}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,info,export,import,plot}")
 
     train = commands.add_parser("train", help="train a model on a corpus and save checkpoints",
                                 description="Train a character-level LSTM; the checkpoint is written at every "
@@ -177,6 +178,22 @@ def build_parser(preset_defaults=None):
     export.add_argument("output", type=str, help="the file to write; its suffix must match --to")
     export.add_argument("--force", action="store_true", default=False, help="replace the output if it exists")
     add_verbose_arg(export)
+
+    # --- rosetta import (issue 26; common/importing.py) ---
+    imported = commands.add_parser("import", help="a character LSTM trained by plain Keras or PyTorch code, as a checkpoint",
+                                   description="Convert a .keras/.h5 model, a torch.save(state_dict) file or an .onnx "
+                                               "file (Embedding? -> LSTM+ -> Dense head) into a checkpoint (README: "
+                                               "Bring your own LSTM).")
+    imported.add_argument("source", type=str, help="the model file: .keras, .h5, .pt/.pth/.bin (a state_dict) or .onnx")
+    imported.add_argument("--vocab", type=str, required=True, metavar="FILE_OR_CORPUS",
+                          help="the model's characters in index order: a .json list, a text file of distinct characters, "
+                               "or a corpus (a built-in name or a text file) whose sorted characters they are")
+    imported.add_argument("--out", type=str, required=True, metavar="FILE", help="the .safetensors checkpoint to write")
+    imported.add_argument("--map", type=str, action="append", default=None, metavar="NAME=TARGET",
+                          help="a state_dict tensor's role when its name does not tell: embedding.weight, "
+                               "lstm.weight_ih_l{k} (weight_hh, bias_ih, bias_hh), head.weight, head.bias or ignore")
+    imported.add_argument("--force", action="store_true", default=False, help="replace the output if it exists")
+    # --- end rosetta import ---
 
     plot = commands.add_parser("plot", help="draw the loss curves of training logs",
                                description="Draw the training and validation loss of one or more --log CSV files.")
@@ -347,6 +364,15 @@ def export_command(args):
     return 0
 
 
+def import_command(args):  # rosetta import (issue 26)
+    from common.importing import import_model, parse_map
+
+    out, config, notes = import_model(args.source, args.vocab, args.out, parse_map(args.map), force=args.force)
+    print(f"wrote {out}: V={config.vocab_size}, {config.num_layers} layer(s) of {config.hidden_size}, {config.dtype}"
+          + "".join(f"; {note}" for note in notes), flush=True)
+    return 0
+
+
 def info_command(args):
     from common.checkpoint import load_checkpoint
 
@@ -393,7 +419,7 @@ def progress(ckpt):
 
 
 COMMANDS = {"train": train, "sample": sample_command, "eval": eval_command, "info": info_command, "export": export_command,
-            "plot": plot_command}
+            "import": import_command, "plot": plot_command}
 
 
 def main(argv=None):

@@ -155,3 +155,12 @@ def test_importing_keras_model_loads_no_other_backend(backend, monkeypatch):
     loaded = loaded_top_level_modules(ROOT, ["keras_impl.model"])
     assert backend in loaded
     assert loaded & (BACKENDS - {backend, "jax"}) == set(), sorted(loaded & BACKENDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# rosetta import (issue 26): the ONNX reader lives in common/ and reads with onnx and numpy only
+
+def test_the_onnx_reader_imports_only_onnx_numpy_and_common():
+    names = {name for _, name in static_imports(ROOT / "common" / "onnx_import.py")}
+    assert names <= {"numpy", "onnx", "common"}, sorted(names)
+    assert loaded_top_level_modules(ROOT, ["common.onnx_import"]) & (BACKENDS | {"keras"}) == set()
