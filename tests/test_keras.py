@@ -103,9 +103,10 @@ from common.config import Config
 from common.errors import ConfigError
 from common.frameworks import make_model
 from common.weights import init_weights
+from keras_impl.plumbing import Interface
 config = Config(vocab_size=7, hidden_size=4, num_layers=2, batch_size=2, seq_length=3, dtype="float64")
 try:
-    km.CharLSTM(config, init_weights(config), path="rnn")
+    Interface(config, init_weights(config), path="rnn")
     raise AssertionError("path='rnn' accepted")
 except ConfigError as e:
     assert "layer" in str(e) and "cell" in str(e), str(e)
@@ -118,7 +119,7 @@ if backend != "tensorflow":
 rng = np.random.default_rng(0)
 x, y = rng.integers(0, 7, (2, 3)), rng.integers(0, 7, (2, 3))
 for path in ("layer", "cell"):
-    model = km.CharLSTM(config, init_weights(config), path=path)
+    model = Interface(config, init_weights(config), path=path)
     assert keras.config.floatx() == "float32", "the model changed keras' floatx"
     floats = [v for v in model.optimizer.variables if "int" not in str(v.dtype)]
     assert floats and all(v.dtype == "float64" for v in floats), [v.dtype for v in floats]
