@@ -164,7 +164,7 @@ class CharLSTM:
         jit_compile = JIT_COMPILE[path] if jit_compile is None else jit_compile  # XLA: see JIT_COMPILE
         self.dtype = config.dtype
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> keras Variable; Keras stores W as (in_l, 4H) too (DESIGN.md)
+        # params: interchange name -> keras Variable; Keras stores W as (in_l, 4H) too (README, the checkpoint table)
         self.lstms, self.params = [], {}
         for l in range(L):
             in_l = V if l == 0 else H

@@ -1,9 +1,8 @@
-"""Keras 3 character-level LSTM: keras.layers.LSTM (path="layer") or the gate equations in a
-keras.layers.Layer of our own inside keras.layers.RNN (path="cell"). What matters in Keras: a
-keras.Model subclass built from layers, compiled with an optimizer, trained with train_on_batch;
-the same file runs on the TensorFlow, JAX and PyTorch backends (KERAS_BACKEND, read at import).
+"""Keras 3 character-level LSTM: keras.layers.LSTM (path="layer") or the gate equations in a keras.layers.Layer
+of our own inside keras.layers.RNN (path="cell"). What matters in Keras: a keras.Model subclass, compiled with
+an optimizer, trained with train_on_batch; one file on the TensorFlow, JAX and PyTorch backends (KERAS_BACKEND).
 
-    model = CharLSTM(config); model.compile_for_training()   # path: the first of PATHS unless given
+    model = CharLSTM(config)                            # path: the first of PATHS unless given
     loss = model.train_batch(x, y)                      # x, y: int (B, T)
     logits, state = model({"x": x, "state": state})     # (B, T, V), [(h, c)] per layer
 """
@@ -42,8 +41,7 @@ def make_optimizer(config):
         return keras.optimizers.SGD(config.learning_rate, **clip)
     if config.optimizer == "adagrad":
         return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0, epsilon=1e-10, **clip)
-    # betas as numpy float64: Adam casts them with ops.cast, which takes a python float through
-    # float32 (0.999 -> 0.99900001) on TensorFlow and torch, even in a float64 model
+    # betas as numpy float64: ops.cast takes a python float through float32 (0.999 -> 0.99900001)
     return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
                                  epsilon=1e-8, **clip)
 
@@ -104,7 +102,7 @@ def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmo
 class CharLSTM(keras.Model):
     """L stacked LSTM layers of H units and a dense head to V logits, trained with compile and train_on_batch."""
 
-    def __init__(self, config, path="layer"):
+    def __init__(self, config, path="layer", jit_compile="auto"):
         super().__init__(dtype=config.dtype)
         self.config = config
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
@@ -114,20 +112,24 @@ class CharLSTM(keras.Model):
             self.lstms.append(lstm)
         self.head = keras.layers.Dense(V, dtype=config.dtype)  # the weights exist after a first call
         self.carried = plumbing.CarriedState(config)  # the state train_on_batch carries (truncated BPTT)
+        self.compile(optimizer=make_optimizer(config), jit_compile=jit_compile)  # keras.optimizers: SGD, Adagrad, Adam
 
     def reset_state(self):
         """Zero the state carried from one train_step to the next (a new epoch)."""
         self.carried.reset()  # plumbing.CarriedState: the state lives in variables
 
+    def zero_state(self, B):
+        H = self.config.hidden_size
+        return [(ops.zeros((B, H), self.dtype), ops.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
+
     # --- forward
     def call(self, inputs):
-        """Forward: logits (B, T, V) and the new state [(h, c)] per layer, from inputs {"x", "state", "masks"}.
-        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none.
-        state None (train_on_batch): the carried state, replaced by the new one (truncated BPTT)."""
+        """Forward: logits (B, T, V) and the new state [(h, c)] per layer; inputs: {"x", "state", "masks"}.
+        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
         x, state, masks = inputs["x"], inputs.get("state"), inputs.get("masks")
         V = self.config.vocab_size
         if state is None:
-            state = self.carried.read()
+            state = self.carried.read()  # train_on_batch's: the state the last step left, replaced below
         hs = ops.one_hot(x, V, dtype=self.dtype)  # (B, T, V): the input of layer 0, one-hot
         new_state = []
         for l, (h, c) in enumerate(state):
@@ -150,41 +152,32 @@ class CharLSTM(keras.Model):
         return ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
     # --- gradients
-    # Keras 3 differentiates only inside its own training step; a gradient outside it is the
-    # backend's job: one small function per backend, each on the same model and loss.
+    # Keras 3 differentiates only inside train_on_batch; outside it, one small function per backend.
     def gradients(self, x, y, state=None, masks=None):
         """d loss / d weight, backend tensors in the order of trainable_variables; no update. masks: as call's."""
-        inputs = {"x": x, "state": state, "masks": masks}  # state: given, else call would carry it
+        inputs = {"x": x, "state": self.zero_state(x.shape[0]) if state is None else state, "masks": masks}
         return getattr(self, f"gradients_{keras.backend.backend()}")(inputs, y)
 
     def gradients_tensorflow(self, inputs, y):
         import tensorflow as tf
-
         with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
             loss = self.compute_loss(y=y, y_pred=self(inputs))
         return tape.gradient(loss, self.trainable_variables)
 
     def gradients_jax(self, inputs, y):
         import jax
-
         seeds = [v.value for v in self.non_trainable_variables]  # keras.layers.LSTM's seed generator, the carried state
 
         def loss(weights):  # compute_loss as a pure function of the weights: what jax.grad differentiates
             return self.compute_loss(y=y, y_pred=self.stateless_call(weights, seeds, inputs)[0])
-
         return jax.grad(loss)([p.value for p in self.trainable_variables])
 
     def gradients_torch(self, inputs, y):
         import torch
-
         loss = self.compute_loss(y=y, y_pred=self(inputs))
         return torch.autograd.grad(loss, [p.value for p in self.trainable_variables])  # no .grad left behind
 
     # --- train step
-    def compile_for_training(self, jit_compile="auto"):
-        """Keras' optimizer, clipping inside it: train_on_batch then steps in one function the backend compiles."""
-        self.compile(optimizer=make_optimizer(self.config), jit_compile=jit_compile)
-
     def train_batch(self, x, y, masks=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state

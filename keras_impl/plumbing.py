@@ -124,13 +124,12 @@ class Interface:
         self.config, self.path, self.dtype = config, path, config.dtype
         keep_float64(self.dtype)  # float64 computed in float64 on every backend
         with floatx(self.dtype):
-            self.model = CharLSTM(config, path)
+            self.model = CharLSTM(config, path, jit_compile)  # compiled: its optimizer and loss tracker in dtype
             self.model(self.inputs(np.zeros((1, 1))))  # a first call makes every layer's weights
-            self.model.compile_for_training(jit_compile)
         # params: interchange name -> keras variable, updated in place by the optimizer
         self.params = {}
         for l, lstm in enumerate(self.model.lstms):
-            cell = lstm.cell  # keras.layers.LSTM's cell stores W as (in, 4H) too (docs/DESIGN.md)
+            cell = lstm.cell  # keras.layers.LSTM's cell stores W as (in, 4H) too (README, the checkpoint table)
             W_x, W_h, b = (cell.kernel, cell.recurrent_kernel, cell.bias) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
             self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
         self.params["head.W"], self.params["head.b"] = self.model.head.kernel, self.model.head.bias
@@ -159,11 +158,14 @@ class Interface:
 
     def inputs(self, x, state=None, masks=None):
         """CharLSTM.call's inputs from numpy: x int32 (B, T), the state in config.dtype (zeros for
-        None), the dropout masks (None: none)."""
+        None), the dropout masks in config.dtype (None: none)."""
         x = np.asarray(x, dtype=np.int32)
         state = self.zero_state(x.shape[0]) if state is None else state
         return {"x": x, "state": [(np.asarray(h, self.dtype), np.asarray(c, self.dtype)) for h, c in state],
-                "masks": None if masks is None else [np.asarray(m, self.dtype) for m in masks]}
+                "masks": self.masks(masks)}
+
+    def masks(self, masks):
+        return None if masks is None else [np.asarray(m, self.dtype) for m in masks]
 
     def forward(self, x, state=None):
         """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
@@ -196,8 +198,8 @@ class Interface:
         if learning_rate is not None:
             self.optimizer.learning_rate = learning_rate  # assigned to the variable the step reads
         with floatx(self.dtype):
-            inputs = self.inputs(x, masks=masks)
-            return float(self.model.train_batch(inputs["x"], np.asarray(y, dtype=np.int32), inputs["masks"]))
+            return float(self.model.train_batch(np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32),
+                                                self.masks(masks)))
 
     def get_training_state(self):
         """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""
