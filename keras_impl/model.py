@@ -35,7 +35,7 @@ RECURRENT_ACTIVATIONS = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 def make_optimizer(config):
     """keras.optimizers' own optimizer for config.optimizer, on numpy_impl.optim's formulas "keras"
     (numpy_impl/optim.py FORMULAS: Keras 3 puts Adam's and Adagrad's eps elsewhere than torch);
-    clipping is inside it, by global norm or by value, one at most. Make it inside floatx(dtype)."""
+    clipping is inside it, by global norm or by value, one at most. Make it inside plumbing.floatx(dtype)."""
     clip = {"global_clipnorm": config.clip_norm or None, "clipvalue": config.clip_value or None}
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(config.learning_rate, **clip)
