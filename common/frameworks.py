@@ -2,7 +2,8 @@
 through its module name and the CharLSTM interface of DESIGN.md, never by importing it here.
 
 Each (framework, path) lives in one module: the lesson paths in `<framework>_impl/model.py`, the
-tuned path "fast" in `<framework>_impl/fast.py`.
+tuned path "fast" in `<framework>_impl/fast.py`; INTERFACES names the class make_model builds
+(for keras, keras_impl/plumbing.py's Interface around the lesson's keras.Model).
 """
 
 import contextlib
@@ -17,6 +18,13 @@ FRAMEWORKS = {"numpy": "numpy_impl.model", "torch": "torch_impl.model", "keras":
 PATHS = {"numpy": ("cell", "fast"), "torch": ("layer", "cell"), "keras": ("layer", "cell", "fast")}
 DEFAULT_PATH = {"numpy": "cell", "torch": "layer", "keras": "layer"}
 FAST_MODULES = {"numpy": "numpy_impl.fast", "keras": "keras_impl.fast"}
+# (framework, path) -> "module:class" of what make_model builds: the class with the numpy interface
+# (numpy in and out, interchange weights). keras' lesson CharLSTM is a keras.Model; its plumbing's
+# Interface holds one.
+INTERFACES = {("numpy", "cell"): "numpy_impl.model:CharLSTM", ("numpy", "fast"): "numpy_impl.fast:CharLSTM",
+              ("torch", "layer"): "torch_impl.model:CharLSTM", ("torch", "cell"): "torch_impl.model:CharLSTM",
+              ("keras", "layer"): "keras_impl.plumbing:Interface", ("keras", "cell"): "keras_impl.plumbing:Interface",
+              ("keras", "fast"): "keras_impl.fast:CharLSTM"}
 PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "keras and its backend (tensorflow-cpu, jax or torch)"}
 # Keras 3 runs on any of these; KERAS_BACKEND (the command line's --backend) picks one before import
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
@@ -102,8 +110,9 @@ def module_name(framework, path=None):
 
 
 def model_class(framework, path=None):
-    """The CharLSTM class of a framework and path, imported on demand by module name."""
-    name = module_name(framework, path)
+    """The class make_model builds for a framework and path (INTERFACES), imported on demand by module name."""
+    framework, path = check_framework(framework, path)
+    name, attribute = INTERFACES[(framework, path)].split(":")
     try:
         with quiet():  # the framework's start-up lines would bury the first line of ours
             module = importlib.import_module(name)
@@ -115,10 +124,11 @@ def model_class(framework, path=None):
         raise ConfigError(
             f"the {framework} implementation cannot be imported ({e}); "
             f"install {what} with `make .venv` or pip install -r requirements.txt.") from None
-    return module.CharLSTM
+    return getattr(module, attribute)
 
 
-def make_model(framework, config, weights, path=None):
-    """A CharLSTM of `framework` on `path`, loaded with interchange `weights`."""
+def make_model(framework, config, weights, path=None, **options):
+    """The model of `framework` on `path` with the numpy interface, loaded with interchange `weights`;
+    options go to its class (keras' jit_compile=)."""
     framework, path = check_framework(framework, path)
-    return model_class(framework, path)(config, weights, path=path)
+    return model_class(framework, path)(config, weights, path=path, **options)

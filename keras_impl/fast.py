@@ -3,8 +3,8 @@ a tf.while_loop under XLA, TensorFlow backend only. What makes it fast: the whol
 graph. Forward, loss, tf.GradientTape, clipping and the optimizer update are traced once per
 input shape into one tf.function compiled by XLA; W_h is read once before the loop; h is written
 with write_row; tensors stay in TensorFlow between steps, and the carried state, returned by that
-function outside any tape, is detached by construction. Measured figures: the README and
-benchmarks/levers.py.
+function outside any tape, is detached by construction. Measured figures: the README's "The
+lesson and the tuned code" and benchmarks/levers.py.
 
     model = CharLSTM(config, init_weights(config), path="fast")   # KERAS_BACKEND=tensorflow
     loss = model.train_step(x, y)                                   # x, y: int (B, T)
@@ -21,9 +21,9 @@ import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 from common.errors import ConfigError  # noqa: E402
-from common.checkpoint import check_training_state  # noqa: E402
 from common.weights import check_weights  # noqa: E402
 from keras_impl import model as lesson  # noqa: E402
+from keras_impl import plumbing  # noqa: E402
 from keras_impl.plumbing import floatx  # noqa: E402
 
 PATHS = ("fast",)
@@ -34,9 +34,9 @@ PATHS = ("fast",)
 # written without copies
 
 # XLA (tf.function(jit_compile=True)) on the train step: a documented choice (lever "XLA on the
-# cell path's train step" in benchmarks/levers.py; its figures in the README). XLA keeps float64
-# exact (the float64 tests pass with it). `CharLSTM(..., jit_compile=False)` turns it off.
-# Tried and left (README, "Keras: what the cell path tried"): keras.ops.scan for the loop (XLA
+# cell path's train step" in benchmarks/levers.py, which `make bench-levers` measures). XLA keeps
+# float64 exact (the float64 tests pass with it). `CharLSTM(..., jit_compile=False)` turns it off.
+# Tried and left: keras.ops.scan for the loop (XLA
 # cannot compile it), the T steps unrolled in python (slow to compile and to run),
 # keras.layers.LSTM(unroll=True), a custom gradient giving dz @ W_h^T from a transpose made once
 # before the loop (no faster: XLA transposes W_h at every step for it), one tanh over all four
@@ -89,7 +89,7 @@ RECURRENT_ACTIVATIONS = {"sigmoid": ops.sigmoid, "hard_sigmoid": hard_sigmoid}
 # --- layer over time
 # One LSTM layer: gates i, f, g, o stacked along the last axis (B, 4H)
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
-# (numpy: lstm_forward / lstm_backward; torch and keras: the explicit-cell code)
+# (numpy_impl/fast.py's lstm_forward and lstm_backward are its numpy counterpart; here autodiff gives the backward)
 
 class LSTMLayer(keras.layers.Layer):
     """The gate equations with keras.ops, the Keras 3 way: weights made in build(), math in call().
@@ -119,8 +119,8 @@ class LSTMLayer(keras.layers.Layer):
         xz = xz + self.b  # TensorFlow tensors are immutable: no in place
 
         H, T = self.units, xz.shape[1]
-        # Rows, h (B, H), as keras.layers.LSTM; numpy_impl and torch's cell path keep columns, h (H, B),
-        # for their BLAS. Here XLA picks the layouts: the columns version measured slower (README).
+        # Rows, h (B, H), as keras.layers.LSTM and the three lessons; numpy_impl/fast.py keeps columns,
+        # h (H, B), for its BLAS. Here XLA picks the layouts: a columns version was tried and ran slower.
 
         # The loop over T is tf.while_loop, not keras.ops.scan: XLA cannot compile ops.scan on
         # TensorFlow (its carry lives in a TensorArray rewritten every step), nor keras.ops.fori_loop
@@ -164,7 +164,7 @@ class CharLSTM:
         jit_compile = JIT_COMPILE[path] if jit_compile is None else jit_compile  # XLA: see JIT_COMPILE
         self.dtype = config.dtype
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> keras Variable; Keras stores W as (in_l, 4H) too (DESIGN.md)
+        # params: interchange name -> keras Variable; Keras stores W as (in_l, 4H) too (README, the checkpoint table)
         self.lstms, self.params = [], {}
         for l in range(L):
             in_l = V if l == 0 else H
@@ -293,34 +293,10 @@ class CharLSTM:
         return loss, new_state  # out of the graph no tape follows new_state: detached by construction
 
     def get_training_state(self):
-        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray,
-        the optimizer's state ("optim.m/lstm.0.W_x", "optim.v/...", "optim.sum/..." for Adagrad,
-        "optim.step") and the carried state ("state.h/0", "state.c/0", ...), interchange layout."""
-        slots = {"sgd": {}, "adagrad": {"sum": "_accumulators"}, "adam": {"m": "_momentums", "v": "_velocities"}}[self.config.optimizer]
-        if not self.optimizer.built:  # built at the first step: before it, zeros
-            self.optimizer.build(self.variables)
-        tensors = {}
-        for name, p in self.params.items():
-            for slot, key in slots.items():  # each slot variable sits at its weight's index
-                tensors[f"optim.{slot}/{name}"] = np.array(ops.convert_to_numpy(
-                    getattr(self.optimizer, key)[self.optimizer._get_variable_index(p)]))
-        if self.config.optimizer == "adam":
-            tensors["optim.step"] = np.array(int(ops.convert_to_numpy(self.optimizer.iterations)), np.int64)
-        for l, (h, c) in enumerate(self.state):
-            tensors[f"state.h/{l}"], tensors[f"state.c/{l}"] = np.array(h), np.array(c)
-        return tensors
+        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""
+        return plumbing.get_training_state(self)  # the lesson's, keras_impl/plumbing.py
 
     def set_training_state(self, tensors):
         """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
-        check_training_state(tensors, self.config)
-        slots = {"sgd": {}, "adagrad": {"sum": "_accumulators"}, "adam": {"m": "_momentums", "v": "_velocities"}}[self.config.optimizer]
-        if not self.optimizer.built:
-            self.optimizer.build(self.variables)
-        for name, p in self.params.items():
-            for slot, key in slots.items():
-                getattr(self.optimizer, key)[self.optimizer._get_variable_index(p)].assign(
-                    np.asarray(tensors[f"optim.{slot}/{name}"], dtype=self.dtype))
-        if self.config.optimizer == "adam":
-            self.optimizer.iterations.assign(int(tensors["optim.step"]))
-        self.state = [(tf.constant(tensors[f"state.h/{l}"], self.dtype), tf.constant(tensors[f"state.c/{l}"], self.dtype))
-                      for l in range(self.config.num_layers)]
+        self.state = [(tf.constant(h, self.dtype), tf.constant(c, self.dtype))
+                      for h, c in plumbing.set_training_state(self, tensors)]

@@ -1,19 +1,16 @@
-"""Keras 3 character-level LSTM: keras.layers.LSTM (path="layer") or the gate equations in a
-keras.layers.Layer of our own inside keras.layers.RNN (path="cell"). What matters in Keras: a
-keras.Model built from layers, compiled with a loss and an optimizer, trained with train_on_batch;
-the same file runs on the TensorFlow, JAX and PyTorch backends (KERAS_BACKEND, read at import).
+"""Keras 3 character-level LSTM: keras.layers.LSTM (path="layer") or the gate equations in a keras.layers.Layer
+of our own inside keras.layers.RNN (path="cell"). What matters in Keras: a keras.Model subclass, compiled with
+an optimizer, trained with train_on_batch; one file on the TensorFlow, JAX and PyTorch backends (KERAS_BACKEND).
 
-    model = CharLSTM(config, init_weights(config))     # path: the first of PATHS unless given
-    loss = model.train_step(x, y)                       # x, y: int (B, T)
-    logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
+    model = CharLSTM(config)                            # path: the first of PATHS unless given
+    loss = model.train_batch(x, y)                      # x, y: int (B, T)
+    logits, state = model({"x": x, "state": state})     # (B, T, V), [(h, c)] per layer
 """
 
 import numpy as np
 
-from common.errors import ConfigError
-from common.weights import check_weights
-from . import plumbing  # before keras: it sets KERAS_BACKEND and JAX's 64-bit mode
-from .plumbing import floatx
+# plumbing.py beside this file before keras: it sets KERAS_BACKEND and JAX's 64-bit mode
+from . import plumbing
 import keras
 from keras import ops
 
@@ -38,14 +35,13 @@ RECURRENT_ACTIVATIONS = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 def make_optimizer(config):
     """keras.optimizers' own optimizer for config.optimizer, on numpy_impl.optim's formulas "keras"
     (numpy_impl/optim.py FORMULAS: Keras 3 puts Adam's and Adagrad's eps elsewhere than torch);
-    clipping is inside it, by global norm or by value, one at most. Make it inside floatx(dtype)."""
+    clipping is inside it, by global norm or by value, one at most. Make it inside plumbing.floatx(dtype)."""
     clip = {"global_clipnorm": config.clip_norm or None, "clipvalue": config.clip_value or None}
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(config.learning_rate, **clip)
     if config.optimizer == "adagrad":
         return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0, epsilon=1e-10, **clip)
-    # betas as numpy float64: Adam casts them with ops.cast, which takes a python float through
-    # float32 (0.999 -> 0.99900001) on TensorFlow and torch, even in a float64 model
+    # betas as numpy float64: ops.cast takes a python float through float32 (0.999 -> 0.99900001)
     return keras.optimizers.Adam(config.learning_rate, beta_1=np.float64(0.9), beta_2=np.float64(0.999),
                                  epsilon=1e-8, **clip)
 
@@ -103,155 +99,90 @@ def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmo
 
 
 # --- model
-class CharLSTM:
+class CharLSTM(keras.Model):
     """L stacked LSTM layers of H units and a dense head to V logits, trained with compile and train_on_batch."""
 
-    def __init__(self, config, weights, path="layer", jit_compile="auto"):
-        if path not in PATHS:
-            raise ConfigError(f"keras has no path {path!r}; choose one of {', '.join(PATHS)}.")
-        check_weights(weights, config)
-        self.config, self.path = config, path
-        self.dtype = config.dtype
+    def __init__(self, config, path="layer", jit_compile="auto"):
+        super().__init__(dtype=config.dtype)
+        self.config = config
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        plumbing.keep_float64(self.dtype)  # float64 computed in float64 on every backend
-        # params: interchange name -> keras variable, updated in place by the optimizer
-        self.params = {}
-        self.layers = []  # one object per layer: dropout goes between them
+        self.lstms = []  # one layer object per layer: dropout goes between them (keras.Model has its own .layers)
         for l in range(L):
             lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
-            lstm.build((None, None, V if l == 0 else H))  # a layer's weights exist once it is built
-            self.layers.append(lstm)
-            if path == "layer":  # keras.layers.LSTM's cell stores W as (in, 4H) too (DESIGN.md)
-                W_x, W_h, b = lstm.cell.kernel, lstm.cell.recurrent_kernel, lstm.cell.bias
-            else:
-                W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
-            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-        self.head = keras.layers.Dense(V, dtype=self.dtype)
-        self.head.build((None, H))
-        self.params["head.W"], self.params["head.b"] = self.head.kernel, self.head.bias
-        for name, p in self.params.items():
-            p.assign(np.asarray(weights[name], dtype=self.dtype))
-        # A keras.Model is run once on keras.Input placeholders. The state is an input and the new state
-        # an output, as in the sampling model of Keras' char-rnn examples: any batch size, any state.
-        x = keras.Input((None,), dtype="int32", name="x")  # (B, T) character ids
-        state = [(keras.Input((H,), dtype=self.dtype, name=f"h{l}"), keras.Input((H,), dtype=self.dtype, name=f"c{l}"))
-                 for l in range(L)]
-        # with dropout, its masks are inputs too (common/dropout.py draws them): (B, T, H) per layer
-        masks = [keras.Input((None, H), dtype=self.dtype, name=f"mask{l}") for l in range(L)] if config.dropout else None
-        logits, new_state = self.run(x, state, masks)
-        inputs = [x, *(s for hc in state for s in hc), *(masks or [])]  # x, h0, c0, h1, c1, ..., masks
-        new_state = [s for hc in new_state for s in hc]  # h0, c0, h1, c1, ...
-        scored = logits[:, -1:] if config.target == "last" else logits  # many-to-one: (B, 1, V)
-        self.net = keras.Model(inputs, [logits, *new_state])  # forward
-        self.scorer = keras.Model(inputs, scored)  # evaluate and gradients: the same layers
-        self.trainer = plumbing.CarriedState(keras.Model(inputs, [scored, *new_state]), config.batch_size, H, L,
-                                             dtype=self.dtype)  # train_step: the state carried in variables
-        with floatx(self.dtype):
-            self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean over B * T
-            self.scorer.compile(loss=self.loss_fn, jit_compile=jit_compile)
-            self.trainer.compile(optimizer=make_optimizer(config), loss=self.loss_fn, jit_compile=jit_compile)
-        self.optimizer = self.trainer.optimizer  # keras.optimizers: SGD, Adagrad, Adam
-        plumbing.check_dtype(self.params["head.b"], self.dtype)
-
-    def get_weights(self):
-        """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
-        return {name: np.array(ops.convert_to_numpy(p)) for name, p in self.params.items()}
+            self.lstms.append(lstm)
+        self.head = keras.layers.Dense(V, dtype=config.dtype)  # the weights exist after a first call
+        self.carried = plumbing.CarriedState(config)  # the state train_on_batch carries (truncated BPTT)
+        self.compile(optimizer=make_optimizer(config), jit_compile=jit_compile)  # keras.optimizers: SGD, Adagrad, Adam
 
     def reset_state(self):
         """Zero the state carried from one train_step to the next (a new epoch)."""
-        self.trainer.reset_state()  # the state lives in the trainer's variables
-
-    @property
-    def state(self):
-        return self.trainer.state
+        self.carried.reset()  # plumbing.CarriedState: the state lives in variables
 
     def zero_state(self, B):
         H = self.config.hidden_size
-        return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
+        return [(ops.zeros((B, H), self.dtype), ops.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
     # --- forward
-    def run(self, x, state, masks=None):
-        """Forward, on keras.Input placeholders: logits (B, T, V) and the new state [(h, c)] per layer.
+    def call(self, inputs):
+        """Forward: logits (B, T, V) and the new state [(h, c)] per layer; inputs: {"x", "state", "masks"}.
         masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
+        x, state, masks = inputs["x"], inputs.get("state"), inputs.get("masks")
         V = self.config.vocab_size
+        if state is None:
+            state = self.carried.read()  # train_on_batch's: the state the last step left, replaced below
         hs = ops.one_hot(x, V, dtype=self.dtype)  # (B, T, V): the input of layer 0, one-hot
         new_state = []
         for l, (h, c) in enumerate(state):
-            hs, h, c = self.layers[l](hs, initial_state=[h, c])  # (B, T, H): the input of layer l + 1
+            hs, h, c = self.lstms[l](hs, initial_state=[h, c])  # (B, T, H): the input of layer l + 1
             if masks is not None:
                 hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
             new_state.append((h, c))
         logits = self.head(hs)  # (B, T, V)
+        if inputs.get("state") is None:
+            self.carried.write(new_state)  # what the next train_on_batch starts from
         return logits, new_state
 
-    def forward(self, x, state=None):
-        """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
-        with floatx(self.dtype):  # float64 inputs stay float64 (plumbing.py beside this file)
-            logits, *new_state = self.net.predict_on_batch(plumbing.model_inputs(self, x, state))
-        return logits, list(zip(new_state[0::2], new_state[1::2]))
-
     # --- loss
-    def loss(self, x, y, state, masks=None):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
-        ("last", y (B, 1)): the compiled loss on the scorer model, a tensor its backend can differentiate."""
-        return self.loss_fn(np.asarray(y, dtype=np.int32), self.scorer(plumbing.model_inputs(self, x, state, masks)))
-
-    def evaluate(self, x, y, state=None):
-        """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
-        with floatx(self.dtype):
-            return float(self.scorer.test_on_batch(plumbing.model_inputs(self, x, state), np.asarray(y, dtype=np.int32)))
+        ("last", y (B, 1)), from call's logits and new state: what train_on_batch and test_on_batch use."""
+        logits, _ = y_pred
+        if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
+            logits = logits[:, -1:]  # (B, 1, V)
+        return ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
     # --- gradients
-    # Keras 3 differentiates only inside its own training step; a gradient outside it is the
-    # backend's job: one small function per backend, each on the same model and loss.
+    # Keras 3 differentiates only inside train_on_batch; outside it, one small function per backend.
     def gradients(self, x, y, state=None, masks=None):
-        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
-        with floatx(self.dtype):
-            grads = getattr(self, f"gradients_{keras.backend.backend()}")(x, y, state, masks)
-        return {name: np.array(ops.convert_to_numpy(g)) for name, g in zip(self.params, grads)}
+        """d loss / d weight, backend tensors in the order of trainable_variables; no update. masks: as call's."""
+        inputs = {"x": x, "state": self.zero_state(x.shape[0]) if state is None else state, "masks": masks}
+        return getattr(self, f"gradients_{keras.backend.backend()}")(inputs, y)
 
-    def gradients_tensorflow(self, x, y, state, masks):
+    def gradients_tensorflow(self, inputs, y):
         import tensorflow as tf
-
         with tf.GradientTape() as tape:  # records the forward, as torch's autograd does
-            loss = self.loss(x, y, state, masks)
-        return tape.gradient(loss, list(self.params.values()))
+            loss = self.compute_loss(y=y, y_pred=self(inputs))
+        return tape.gradient(loss, self.trainable_variables)
 
-    def gradients_jax(self, x, y, state, masks):
+    def gradients_jax(self, inputs, y):
         import jax
+        seeds = [v.value for v in self.non_trainable_variables]  # keras.layers.LSTM's seed generator, the carried state
 
-        inputs, y = plumbing.model_inputs(self, x, state, masks), np.asarray(y, dtype=np.int32)
-        model = self.scorer  # its trainable_variables are params' values, in the same order
-        seeds = [v.value for v in model.non_trainable_variables]  # keras.layers.LSTM's seed generator
+        def loss(weights):  # compute_loss as a pure function of the weights: what jax.grad differentiates
+            return self.compute_loss(y=y, y_pred=self.stateless_call(weights, seeds, inputs)[0])
+        return jax.grad(loss)([p.value for p in self.trainable_variables])
 
-        def loss(weights):  # self.loss as a pure function of the weights: what jax.grad differentiates
-            return self.loss_fn(y, model.stateless_call(weights, seeds, inputs)[0])
-
-        return jax.grad(loss)([p.value for p in self.params.values()])
-
-    def gradients_torch(self, x, y, state, masks):
+    def gradients_torch(self, inputs, y):
         import torch
-
-        loss = self.loss(x, y, state, masks)
-        return torch.autograd.grad(loss, [p.value for p in self.params.values()])  # no .grad left behind
+        loss = self.compute_loss(y=y, y_pred=self(inputs))
+        return torch.autograd.grad(loss, [p.value for p in self.trainable_variables])  # no .grad left behind
 
     # --- train step
-    def train_step(self, x, y, masks=None, learning_rate=None):
+    def train_batch(self, x, y, masks=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state
         (truncated BPTT); with target "last" every call starts from zeros. masks: the step's
-        dropout masks, learning_rate: the step's rate (common/dropout.py, common/schedule.py)."""
+        dropout masks (common/dropout.py)."""
         if self.config.target == "last":
             self.reset_state()  # many-to-one: every window from a zero state, nothing carried
-        if learning_rate is not None:
-            self.optimizer.learning_rate = learning_rate  # assigned to the variable the step reads
-        with floatx(self.dtype):
-            return float(self.trainer.train_on_batch(plumbing.train_inputs(self, x, masks), np.asarray(y, dtype=np.int32)))
-
-    def get_training_state(self):
-        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""
-        return plumbing.get_training_state(self)  # plumbing.py beside this file
-
-    def set_training_state(self, tensors):
-        """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
-        plumbing.set_training_state(self, tensors)
+        return self.train_on_batch({"x": x, "masks": masks}, y)  # call, compute_loss, gradients, update

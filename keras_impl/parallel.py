@@ -5,7 +5,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=N, which common/parallel.py set
 imported). Keras lays each batch out along its first axis over the devices (B/N streams each) and
 replicates the weights; XLA partitions the compiled train step (SPMD) and inserts the all-reduce of
 the gradients itself, so the update is the one of a single device. The carried state lives in
-replicated non-trainable variables of the whole batch (keras_impl/plumbing.py, CarriedState), so each device keeps
+replicated non-trainable variables of the whole batch (keras_impl/plumbing.py's CarriedState, a layer of the model), so each device keeps
 its streams' rows by the same layout.
 
 TensorFlow: tf.distribute.MirroredStrategy runs this model but does not split its batches. Keras 3's

@@ -1,10 +1,11 @@
-"""What keras_impl/model.py's CharLSTM needs beyond the lesson, kept here so that model.py reads
-like its numpy and torch twins: the backend chosen before keras is imported, Keras' float64
-workarounds (floatx, keep_float64, check_dtype), the wrapper that carries the LSTM state between
-train_on_batch calls (CarriedState), numpy arrays put in the order the models take them
-(model_inputs, train_inputs, mask_inputs), and the training state that exact resume saves
-(common/checkpoint.py). model.py imports this module before keras, and calls the training state
-functions from one-line methods of the same names. Keras only: no backend is imported here."""
+"""What keras_impl/model.py's CharLSTM (a keras.Model) needs beyond the lesson, kept here so that
+model.py reads like its numpy and torch twins: the backend chosen before keras is imported, Keras'
+float64 workarounds (floatx, keep_float64, check_dtype), the layer that carries the LSTM state
+between train_on_batch calls (CarriedState), and Interface: the model behind the interface the
+shared loop, the benchmark and the tests use (numpy in and out, interchange names, the path check,
+the training state that exact resume saves, common/checkpoint.py; get_training_state and
+set_training_state, which keras_impl/fast.py shares). model.py imports this module before keras.
+Keras only: no backend is imported here."""
 
 import contextlib
 import os
@@ -21,6 +22,7 @@ from keras import ops  # noqa: E402
 
 from common.checkpoint import check_training_state  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
+from common.weights import check_weights  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -63,67 +65,149 @@ def check_dtype(variable, dtype):
                           "set JAX_ENABLE_X64=true before jax is imported.")
 
 
-class CarriedState(keras.Model):
-    """`net` with its LSTM state kept in non-trainable variables: train_on_batch(x, y) starts from
-    the state the previous call left, and leaves the new one (truncated BPTT).
+class CarriedState(keras.layers.Layer):
+    """The LSTM state carried from one train_on_batch to the next (truncated BPTT), h, c (B, H) per
+    layer in non-trainable variables of the model: CharLSTM.call reads it and writes the new one.
 
     Why not keras.layers.LSTM(stateful=True) (docs/keras-state.md): keras.layers.RNN makes its
     state variables untracked, so they are not among the model's non_trainable_variables; the JAX
     trainer runs the step as a pure function of exactly those lists and drops every other
     assignment, so on JAX the state never moves. On torch, the layer's assign is an in-place copy
     into the tensor that autograd saved for the backward pass. Here the state variables are
-    tracked (add_weight), so the JAX trainer returns their new values, and call() reads them
-    through a copy, so that torch's autograd never holds the tensor that assign overwrites.
+    tracked (add_weight), so the JAX trainer returns their new values, and read() gives a copy,
+    so that torch's autograd never holds the tensor that write() overwrites.
     """
 
-    def __init__(self, net, batch_size, hidden_size, num_layers, **kwargs):
-        super().__init__(**kwargs)
-        self.net = net
-        self.carried = [self.add_weight(shape=(batch_size, hidden_size), initializer="zeros",
-                                        trainable=False, name=f"{name}{l}")
-                        for l in range(num_layers) for name in ("h", "c")]  # h0, c0, h1, c1, ...
+    def __init__(self, config):
+        super().__init__(dtype=config.dtype)
+        self.hc = [self.add_weight(shape=(config.batch_size, config.hidden_size), initializer="zeros",
+                                   trainable=False, name=f"{name}{l}")
+                   for l in range(config.num_layers) for name in ("h", "c")]  # h0, c0, h1, c1, ...
+        self.built = True  # its weights are made above; it is read and written, never called
 
-    def call(self, x):
-        x, *masks = x if isinstance(x, (list, tuple)) else [x]  # [ids, *dropout masks] with dropout
-        logits, *new_state = self.net([x, *(ops.copy(s.value) for s in self.carried), *masks])
-        for s, new in zip(self.carried, new_state):
-            s.assign(ops.stop_gradient(new))
-        return logits
+    def read(self):
+        """[(h, c)] per layer, copies of the variables' values."""
+        s = [ops.copy(v.value) for v in self.hc]
+        return list(zip(s[0::2], s[1::2]))
+
+    def write(self, new_state):
+        """new_state [(h, c)] per layer, tensors or numpy, into the variables; no gradient flows back."""
+        for v, new in zip(self.hc, (s for hc in new_state for s in hc)):
+            v.assign(ops.stop_gradient(ops.convert_to_tensor(new, v.dtype)))
+
+    def reset(self):
+        for v in self.hc:
+            v.assign(ops.zeros(v.shape, v.dtype))
+
+    def numpy(self):
+        """[(h, c)] per layer, numpy."""
+        s = [ops.convert_to_numpy(v) for v in self.hc]
+        return list(zip(s[0::2], s[1::2]))
+
+
+class Interface:
+    """keras_impl.model.CharLSTM behind the interface the shared loop, the benchmark and the tests
+    use (numpy_impl.model.CharLSTM's methods): numpy in and out, the weights under interchange names,
+    the carried state, the dtype kept, the training state for exact resume. self.model is the keras.Model.
+
+        model = Interface(config, init_weights(config))     # path "layer" or "cell"
+        loss = model.train_step(x, y)                        # x, y: int (B, T)
+        logits, state = model.forward(x)                     # np (B, T, V), [(h, c)] per layer
+    """
+
+    def __init__(self, config, weights, path="layer", jit_compile="auto"):
+        from .model import PATHS, CharLSTM
+
+        if path not in PATHS:
+            raise ConfigError(f"keras has no path {path!r}; choose one of {', '.join(PATHS)}.")
+        check_weights(weights, config)
+        self.config, self.path, self.dtype = config, path, config.dtype
+        keep_float64(self.dtype)  # float64 computed in float64 on every backend
+        with floatx(self.dtype):
+            self.model = CharLSTM(config, path, jit_compile)  # compiled: its optimizer and loss tracker in dtype
+            self.model(self.inputs(np.zeros((1, 1))))  # a first call makes every layer's weights
+        # params: interchange name -> keras variable, updated in place by the optimizer
+        self.params = {}
+        for l, lstm in enumerate(self.model.lstms):
+            cell = lstm.cell  # keras.layers.LSTM's cell stores W as (in, 4H) too (README, the checkpoint table)
+            W_x, W_h, b = (cell.kernel, cell.recurrent_kernel, cell.bias) if path == "layer" else (cell.W_x, cell.W_h, cell.b)
+            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
+        self.params["head.W"], self.params["head.b"] = self.model.head.kernel, self.model.head.bias
+        assert list(self.params.values()) == self.model.trainable_variables  # the order gradients() returns
+        for name, p in self.params.items():
+            p.assign(np.asarray(weights[name], dtype=self.dtype))
+        self.optimizer = self.model.optimizer  # keras.optimizers: SGD, Adagrad, Adam
+        check_dtype(self.params["head.b"], self.dtype)
+
+    def get_weights(self):
+        """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
+        return {name: np.array(ops.convert_to_numpy(p)) for name, p in self.params.items()}
 
     def reset_state(self):
-        for s in self.carried:
-            s.assign(ops.zeros(s.shape, s.dtype))
+        """Zero the state carried from one train_step to the next (a new epoch)."""
+        self.model.reset_state()
 
     @property
     def state(self):
         """The carried state, [(h, c)] per layer, numpy."""
-        s = [ops.convert_to_numpy(v) for v in self.carried]  # h0, c0, h1, c1, ...
-        return list(zip(s[0::2], s[1::2]))
+        return self.model.carried.numpy()
 
+    def zero_state(self, B):
+        H = self.config.hidden_size
+        return [(np.zeros((B, H), self.dtype), np.zeros((B, H), self.dtype)) for _ in range(self.config.num_layers)]
 
-def model_inputs(model, x, state=None, masks=None):
-    """The inputs of model.net and model.scorer: x int32 (B, T), then h0, c0, h1, c1, ... in
-    config.dtype (zeros for state None), then with dropout the masks (ones where none are given:
-    no dropout outside training)."""
-    x = np.asarray(x, dtype=np.int32)
-    if state is None:
-        state = model.zero_state(x.shape[0])
-    return [x, *(np.asarray(s, dtype=model.dtype) for hc in state for s in hc), *mask_inputs(model, x, masks)]
+    def inputs(self, x, state=None, masks=None):
+        """CharLSTM.call's inputs from numpy: x int32 (B, T), the state in config.dtype (zeros for
+        None), the dropout masks in config.dtype (None: none)."""
+        x = np.asarray(x, dtype=np.int32)
+        state = self.zero_state(x.shape[0]) if state is None else state
+        return {"x": x, "state": [(np.asarray(h, self.dtype), np.asarray(c, self.dtype)) for h, c in state],
+                "masks": self.masks(masks)}
 
+    def masks(self, masks):
+        return None if masks is None else [np.asarray(m, self.dtype) for m in masks]
 
-def train_inputs(model, x, masks=None):
-    """The input of model.trainer (CarriedState, which holds the state): x int32 (B, T), or with
-    dropout [x, *masks]."""
-    x = np.asarray(x, dtype=np.int32)
-    return [x, *mask_inputs(model, x, masks)] if model.config.dropout else x
+    def forward(self, x, state=None):
+        """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
+        with floatx(self.dtype):  # float64 inputs stay float64 (see floatx)
+            logits, new_state = self.model.predict_on_batch(self.inputs(x, state))
+        return logits, [(h, c) for h, c in new_state]
 
+    def loss(self, x, y, state, masks=None):
+        """Mean cross-entropy over the scored positions (CharLSTM.compute_loss), a backend tensor."""
+        with floatx(self.dtype):
+            return self.model.compute_loss(y=np.asarray(y, dtype=np.int32), y_pred=self.model(self.inputs(x, state, masks)))
 
-def mask_inputs(model, x, masks):
-    if not model.config.dropout:
-        return []
-    if masks is None:
-        return [np.ones(x.shape + (model.config.hidden_size,), model.dtype)] * model.config.num_layers
-    return [np.asarray(m, dtype=model.dtype) for m in masks]
+    def evaluate(self, x, y, state=None):
+        """Mean cross-entropy over the scored positions (CharLSTM.compute_loss), a python float; no update."""
+        with floatx(self.dtype):
+            return float(self.model.test_on_batch(self.inputs(x, state), np.asarray(y, dtype=np.int32)))
+
+    def gradients(self, x, y, state=None, masks=None):
+        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
+        with floatx(self.dtype):
+            inputs = self.inputs(x, state, masks)
+            grads = self.model.gradients(inputs["x"], np.asarray(y, dtype=np.int32), inputs["state"], inputs["masks"])
+        return {name: np.array(ops.convert_to_numpy(g)) for name, g in zip(self.params, grads)}
+
+    def train_step(self, x, y, masks=None, learning_rate=None):
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0); returns the loss before it and carries the new state
+        (truncated BPTT); with target "last" every call starts from zeros. masks: the step's
+        dropout masks, learning_rate: the step's rate (common/dropout.py, common/schedule.py)."""
+        if learning_rate is not None:
+            self.optimizer.learning_rate = learning_rate  # assigned to the variable the step reads
+        with floatx(self.dtype):
+            return float(self.model.train_batch(np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32),
+                                                self.masks(masks)))
+
+    def get_training_state(self):
+        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""
+        return get_training_state(self)
+
+    def set_training_state(self, tensors):
+        """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
+        self.model.carried.write(set_training_state(self, tensors))
 
 
 # the interchange slot name -> the Keras optimizer's list of slot variables
@@ -133,10 +217,11 @@ SLOTS = {"sgd": {}, "adagrad": {"sum": "_accumulators"}, "adam": {"m": "_momentu
 def get_training_state(model):
     """What exact resume needs beyond the weights: dict name -> np.ndarray, the optimizer's state
     ("optim.m/lstm.0.W_x", "optim.v/...", "optim.sum/..." for Adagrad, "optim.step") and the
-    carried state ("state.h/0", "state.c/0", ...), interchange layout."""
+    carried state ("state.h/0", "state.c/0", ...), interchange layout. model: an Interface, or
+    keras_impl/fast.py's CharLSTM (params, optimizer, state)."""
     slots, optimizer = SLOTS[model.config.optimizer], model.optimizer
     if not optimizer.built:  # built at the first step: before it, zeros
-        optimizer.build(model.trainer.trainable_variables)
+        optimizer.build(list(model.params.values()))
     tensors = {}
     for name, p in model.params.items():
         for slot, key in slots.items():  # each slot variable sits at its weight's index
@@ -150,17 +235,18 @@ def get_training_state(model):
 
 
 def set_training_state(model, tensors):
-    """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
+    """The inverse of get_training_state for the optimizer; returns the carried state [(h, c)] per
+    layer, numpy, for the caller to keep. A missing, extra or misshaped tensor is a CheckpointError."""
     check_training_state(tensors, model.config)
     slots, optimizer = SLOTS[model.config.optimizer], model.optimizer
     if not optimizer.built:
-        optimizer.build(model.trainer.trainable_variables)
+        optimizer.build(list(model.params.values()))
     for name, p in model.params.items():
         for slot, key in slots.items():
             getattr(optimizer, key)[optimizer._get_variable_index(p)].assign(
                 np.asarray(tensors[f"optim.{slot}/{name}"], dtype=model.dtype))
     if model.config.optimizer == "adam":
         optimizer.iterations.assign(int(tensors["optim.step"]))
-    values = (tensors[f"state.{hc}/{l}"] for l in range(model.config.num_layers) for hc in "hc")
-    for s, value in zip(model.trainer.carried, values):
-        s.assign(np.asarray(value, dtype=model.dtype))
+    state = [(np.asarray(tensors[f"state.h/{l}"], model.dtype), np.asarray(tensors[f"state.c/{l}"], model.dtype))
+             for l in range(model.config.num_layers)]
+    return state

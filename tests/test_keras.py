@@ -103,9 +103,10 @@ from common.config import Config
 from common.errors import ConfigError
 from common.frameworks import make_model
 from common.weights import init_weights
+from keras_impl.plumbing import Interface
 config = Config(vocab_size=7, hidden_size=4, num_layers=2, batch_size=2, seq_length=3, dtype="float64")
 try:
-    km.CharLSTM(config, init_weights(config), path="rnn")
+    Interface(config, init_weights(config), path="rnn")
     raise AssertionError("path='rnn' accepted")
 except ConfigError as e:
     assert "layer" in str(e) and "cell" in str(e), str(e)
@@ -118,7 +119,7 @@ if backend != "tensorflow":
 rng = np.random.default_rng(0)
 x, y = rng.integers(0, 7, (2, 3)), rng.integers(0, 7, (2, 3))
 for path in ("layer", "cell"):
-    model = km.CharLSTM(config, init_weights(config), path=path)
+    model = Interface(config, init_weights(config), path=path)
     assert keras.config.floatx() == "float32", "the model changed keras' floatx"
     floats = [v for v in model.optimizer.variables if "int" not in str(v.dtype)]
     assert floats and all(v.dtype == "float64" for v in floats), [v.dtype for v in floats]
@@ -150,6 +151,56 @@ def test_keras_impl_keeps_its_promises_on_each_backend(backend):
     the state carried by train_step and left alone by forward/evaluate/gradients, copies out."""
     proc = subprocess.run([sys.executable, "-c", PROMISES], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, env=backend_env(backend))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+KERAS_MODEL = """
+import sys, numpy as np, keras
+from common.config import Config
+from common.frameworks import make_model
+from common.weights import init_weights
+from keras_impl import model as km
+from keras_impl.plumbing import Interface
+assert issubclass(km.CharLSTM, keras.Model) and km.CharLSTM.call is not keras.Model.call
+config = Config(vocab_size=7, hidden_size=4, num_layers=2, batch_size=2, seq_length=3, dtype="float64", seed=3)
+rng = np.random.default_rng(0)
+xs, ys = rng.integers(0, 7, (3, 2, 3)), rng.integers(0, 7, (3, 2, 3))
+for path in ("layer", "cell"):
+    ours = make_model("keras", config, init_weights(config), path=path)
+    assert type(ours) is Interface and isinstance(ours.model, km.CharLSTM) and ours.model.compiled
+    # train_step is the compiled model's train_on_batch: the same steps taken by hand give the same weights
+    plain = Interface(config, init_weights(config), path=path).model
+    for x, y in zip(xs, ys):
+        loss = ours.train_step(x, y)
+        assert loss == plain.train_on_batch({"x": x.astype("int32"), "masks": None}, y.astype("int32")), path
+    assert int(ours.model.optimizer.iterations) == len(xs) == int(plain.optimizer.iterations)
+    assert all(np.array_equal(a, b) for a, b in zip(ours.model.get_weights(), plain.get_weights())), path
+    # the trained weights round-trip through a Keras checkpoint into a model built from other weights
+    path_h5 = f"{sys.argv[1]}/{path}.weights.h5"
+    ours.model.save_weights(path_h5)
+    other = Interface(config, init_weights(Config(**{**config.to_dict(), "seed": 4})), path=path)
+    state = ours.zero_state(2)
+    before = other.forward(xs[0], state)[0]
+    assert not np.allclose(before, ours.forward(xs[0], state)[0])
+    other.model.load_weights(path_h5)
+    assert np.array_equal(other.forward(xs[0], state)[0], ours.forward(xs[0], state)[0]), path
+    assert all(np.array_equal(other.get_weights()[k], v) for k, v in ours.get_weights().items())
+    assert np.array_equal(other.state[1][1], ours.state[1][1])  # the carried state is a model variable too
+    third = Interface(config, init_weights(config), path=path)
+    third.model.set_weights(ours.model.get_weights())  # keras.Model.get_weights / set_weights: the same
+    assert np.array_equal(third.forward(xs[1])[0], ours.forward(xs[1])[0]), path
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("backend", KERAS_BACKENDS)
+def test_charlstm_is_a_keras_model_trained_with_train_on_batch_and_its_weights_round_trip(backend, tmp_path):
+    """keras_impl.model.CharLSTM subclasses keras.Model; make_model's Interface holds one, compiled, and its
+    train_step gives the weights and losses of calling train_on_batch by hand; save_weights/load_weights
+    of a .weights.h5 and get_weights/set_weights carry the weights to a model built from other weights
+    (identical logits), on every backend."""
+    proc = subprocess.run([sys.executable, "-c", KERAS_MODEL, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=backend_env(backend))
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
