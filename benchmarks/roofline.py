@@ -69,7 +69,7 @@ def parse_cpuinfo(text):
     mhz = [float(b["cpu MHz"]) for b in cpus if re.fullmatch(r"[\d.]+", b.get("cpu MHz", ""))]
     number = lambda key: int(first[key], 0) if re.fullmatch(r"\d+|0x[0-9a-f]+", first.get(key, "")) else None  # noqa: E731
     return {"model_name": first.get("model name"), "vendor": first.get("vendor_id"),
-            "family": number("cpu family"), "model": number("model"), "stepping": number("stepping"),
+            "family": number("cpu family"), "model_number": number("model"), "stepping": number("stepping"),
             "isa_flags": [f for f in ISA_FLAGS if f in flags], "logical_cpus": len(cpus),
             "physical_cores": len(cores) or None,
             "smt_per_core": len(cpus) // len(cores) if cores else None,
@@ -154,7 +154,7 @@ def cpu_record(cpuinfo=None, environ=None, sysfs="/sys/devices/system/cpu", cloc
 def fma_units(record, isa):
     """(units, lanes, assumption): float32 FMAs the core's pipes start per cycle for `isa` ("avx2" or
     "avx512"), from the vendor, family and model (AMD: family 0x17 Zen 1/2, 0x19 Zen 3/4, 0x1a Zen 5)."""
-    vendor, family, model = record.get("vendor"), record.get("family"), record.get("model") or 0
+    vendor, family, model = record.get("vendor"), record.get("family"), record.get("model_number") or 0
     flags = set(record.get("isa_flags", []))
     if isa == "avx512" and "avx512f" not in flags or isa == "avx2" and not {"avx2", "fma"} <= flags:
         return 0, 0, f"the CPU does not report {'avx512f' if isa == 'avx512' else 'avx2 and fma'}"
@@ -476,10 +476,12 @@ def shares(rows, ceiling_of):
 
 
 def check_shares(rows, ceiling_of):
-    """ShareError naming every row ({"what", "gflops"}) above 100 % of a ceiling ({name: (GFLOP/s, what)}):
-    a figure cannot beat what the machine measurably does, so one of the two figures is wrong."""
-    wrong = [f"{r['what']}'s {r['gflops']:.1f} GFLOP/s is {100 * r['gflops'] / g:.1f} % of {what} {g:.1f} GFLOP/s"
-             for r in rows for name, (g, what) in ceiling_of.items() if g and r.get("gflops") and r["gflops"] > g]
+    """ShareError naming every row ({"what", "gflops"}, optionally "against": the ceilings' names that
+    apply) above 100 % of a ceiling ({name: (GFLOP/s, what)}): a figure cannot beat what the machine
+    measurably does, so one of the two figures is wrong."""
+    wrong = [f"{r['what']} at {r['gflops']:.1f} GFLOP/s is {100 * r['gflops'] / g:.1f} % of {what} "
+             f"{g:.1f} GFLOP/s" for r in rows for name, (g, what) in ceiling_of.items()
+             if g and r.get("gflops") and r["gflops"] > g and name in r.get("against", ceiling_of)]
     if wrong:
         raise ShareError("; ".join(wrong) + ". A share of peak cannot pass 100 %: the FLOP count, the time "
                          "measured or the ceiling is wrong, so the report was not written; re-measure the "
@@ -522,6 +524,21 @@ def measure(out, threads, config, square=2048, quick=False, say=None):
     tmp.write_text(json.dumps(roof, indent=1))
     os.replace(tmp, out / "roofline.json")
     return roof
+
+
+def gemm_rows(roof):
+    """gemm.csv's rows (benchmarks/run.py GEMM_COLUMNS): each library's square product, its best rate."""
+    return [{"lib": r["lib"], "n": r["n"], "threads": r["threads"], "reps": r.get("reps"), "median_s": r.get("median_s"),
+             "gflops": r.get("gflops"), "status": r["status"]}
+            for r in roof["matmul"] if r["shape"].startswith("square")]
+
+
+def run_record(roof):
+    """environment.json's CPU record: the roofline's, with the steal time from its start until now
+    (the whole run, when written at the end); without a roofline, cpu_record() with no clock."""
+    if not roof:
+        return cpu_record()
+    return {**roof["cpu"], "steal": steal_since(roof.get("stat")), "steal_during_roofline": roof["cpu"].get("steal")}
 
 
 def write_rows(path, rows):
