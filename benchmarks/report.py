@@ -605,14 +605,15 @@ def roofline_section(env, ceilings, rates):
              "median": fmt(r.get("median_gflops"), ".1f"), "kernel": r.get("kernel") or "", "fma": share(r.get("gflops"), ceilings, "fma")}
             for r in roof.get("matmul", [])]
     md += ["**Matrix multiply by library and shape** (float32, each library in its own process at "
-           f"{roof.get('threads')} threads, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset; best and median repetition):", "",
+           f"{roof.get('threads')} threads, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset; the LSTM's shapes are "
+           "this run's config's; best and median repetition):", "",
            md_table(rows, [("lib", "library"), ("shape", "shape (m x k x n)"), ("gflops", "GFLOP/s (best)"),
                            ("median", "GFLOP/s (median)"), ("fma", "of the FMA ceiling"), ("kernel", "kernel"),
                            ("status", "status")]), ""]
     md.append("**Ceilings**: " + "; ".join(f"{CEILING_TITLES[k][9:]}: {what}, **{g:.1f} GFLOP/s**"
                                              for k, (g, what) in ceilings.items()) + ".")
     if rates:
-        md += ["", md_table([{"what": f"`{r['what']}`", "gflops": fmt(r["gflops"], ".1f"),
+        md += ["", md_table([{"what": f"`{r['what'].replace(chr(39) + 's model FLOPs', '')}`", "gflops": fmt(r["gflops"], ".1f"),
                               **{k: share(r["gflops"], ceilings, k) for k in CEILING_TITLES}} for r in rates],
                             [("what", "implementation"), ("gflops", "model GFLOP/s")] + list(CEILING_TITLES.items()))]
     md += ["", "Model GFLOP/s = chars/s x FLOPs per character (the formula below). A share above 100 % of either "

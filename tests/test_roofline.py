@@ -202,6 +202,6 @@ def test_the_sweep_is_checked_at_every_hidden_size(tmp_path):
     (tmp_path / "environment.json").write_text(json.dumps(env))
     text = write_report(tmp_path).read_text(encoding="utf-8")
     section = text.split("## Roofline")[1].split("\n## ")[0]
-    assert "| `torch-layer's model FLOPs` | 10.0 | 4.2 % | 4.0 % |" in section
-    assert "| `torch-layer's model FLOPs at H=512 (sweep)` |" in section
+    assert "| `torch-layer` | 10.0 | 4.2 % | 4.0 % |" in section
+    assert "| `torch-layer at H=512 (sweep)` |" in section
     assert "| `torch-layer` |" in text and "| 4.2 % | 4.0 % |" in text  # the results table's two shares
