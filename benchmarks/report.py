@@ -24,9 +24,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmarks import roofline  # noqa: E402
 from benchmarks.flops import FORMULA, MEMORY_FORMULA, activation_bytes, flops_per_char  # noqa: E402
 from benchmarks.run import BUSY_CORES, REFERENCE  # noqa: E402
 from common.config import Config  # noqa: E402
+from common.errors import RosettaError  # noqa: E402
 
 MEMORY_GOAL = 2  # peak - idle memory within this many times the analytic bound (issue 6)
 MB = 2 ** 20  # the workers' RSS figures are in these units
@@ -522,6 +524,104 @@ def memory_section(summary):
 
 
 # ---------------------------------------------------------------------------------------------
+# The roofline (benchmarks/roofline.py): the two ceilings, and the refusal of a share above either
+
+CEILING_TITLES = {"fma": "share of FMA ceiling", "matmul": "share of matmul rate"}
+
+
+def report_ceilings(env, gemm):
+    """{name: (GFLOP/s, what)}: the run's two measured ceilings; a run from before the roofline has only
+    gemm.csv's best product (the matmul ceiling)."""
+    got = {k: tuple(v) for k, v in (env.get("roofline") or {}).get("ceilings", {}).items()}
+    if not got and not gemm.empty and (gemm["status"] == "ok").any():
+        got["matmul"] = (float(gemm[gemm["status"] == "ok"]["gflops"].max()), "the measured matmul rate (gemm.csv)")
+    return got
+
+
+def model_rates(summary, sweep):
+    """{"what", "gflops"} of every throughput figure: model FLOPs per second of each row and sweep size."""
+    rows = [{"what": f"{r['impl']}'s model FLOPs", "H": r.get("hidden_size"), "gflops": r["chars_per_s"] * r["flops_per_char"] / 1e9}
+            for r in summary.to_dict("records") if not missing(r.get("chars_per_s")) and not missing(r.get("flops_per_char"))]
+    if not sweep.empty and not summary.empty and "chars_per_s" in sweep:
+        V, L = int(summary["vocab_size"].iloc[0]), int(summary["num_layers"].iloc[0])
+        rows += [{"what": f"{r['impl']}'s model FLOPs at H={int(r['hidden_size'])} (sweep)", "H": int(r["hidden_size"]),
+                  "gflops": r["chars_per_s"] * flops_per_char(V, int(r["hidden_size"]), L) / 1e9}
+                 for r in sweep.to_dict("records") if not missing(r.get("chars_per_s"))]
+    return rows
+
+
+def check_roofline(summary, sweep, env, gemm):
+    """ShareError (roofline.check_shares) when a model's FLOP rate passes either ceiling, or a library's
+    measured matrix multiply passes the FMA ceiling; else the ceilings."""
+    ceilings = report_ceilings(env, gemm)
+    matmul = [{"what": f"{r['lib']}'s {r['m']}x{r['k']}x{r['n']} matmul", "gflops": r["gflops"], "against": ["fma"]}
+              for r in (env.get("roofline") or {}).get("matmul", []) if r.get("status") == "ok" and r.get("gflops")]
+    roofline.check_shares(model_rates(summary, sweep) + matmul, ceilings)
+    return ceilings
+
+
+def share(gflops, ceilings, name):
+    got = ceilings.get(name)
+    return fmt(100 * gflops / got[0], ".1f", " %") if got and got[0] and not missing(gflops) else "–"
+
+
+def roofline_section(env, ceilings, rates):
+    """The CPU record, the derived ceiling and its assumptions, the FMA microbenchmark, every library's
+    matrix multiply by shape, and each throughput's share of both ceilings."""
+    roof = env.get("roofline") or {}
+    if not roof:
+        return ["## Roofline", "", "This run measured no roofline (it predates benchmarks/roofline.py); shares are "
+                "against the best of gemm.csv only.", ""]
+    cpu, micro = env.get("cpu", {}), roof.get("microbenchmark") or {}
+    clock, steal = micro.get("clock") or {}, cpu.get("steal") or {}
+    md = ["## Roofline", "",
+          f"**CPU**: {cpu.get('model_name')} ({cpu.get('vendor')}, family {cpu.get('family')}, model "
+          f"{cpu.get('model_number')}, stepping {cpu.get('stepping')}); {cpu.get('physical_cores')} physical cores, "
+          f"{cpu.get('smt_per_core')} hardware thread(s) each, {cpu.get('usable_cpus')} usable; flags: "
+          f"{', '.join(cpu.get('isa_flags', [])) or 'none recorded'}; clock under load "
+          f"{fmt(clock.get('one_core_ghz'), '.2f')} GHz on one core, {fmt(clock.get('all_core_ghz'), '.2f')} GHz on all "
+          f"{clock.get('threads', '?')} (mean slice {fmt(clock.get('all_core_mean_ghz'), '.2f')}); /proc/cpuinfo says "
+          f"{fmt(cpu.get('cpuinfo_mhz'), '.0f')} MHz; steal over the run "
+          + (f"{100 * steal['share']:.2f} % of CPU time" if steal else "not recorded") + "; pins: "
+          + (", ".join(f"`{k}={v}`" for k, v in cpu.get("pins", {}).items()) or "none") + ".", ""]
+    md += ["**Derived float32 FMA ceiling** = cores x FMA units x lanes x 2 x clock:", ""]
+    for d in roof.get("derived", []):
+        md.append(f"- {d['isa']}: " + (f"{d['cores']} x {d['fma_units']} x {d['lanes']} x 2 x {d['clock_ghz']:.3f} GHz = "
+                                      f"**{d['gflops']:.1f} GFLOP/s**" if d.get("gflops") else "none")
+                  + " (" + "; ".join(d["assumptions"]) + ")")
+    md.append("")
+    if micro.get("fma"):
+        derived = {d["isa"]: d for d in roof.get("derived", [])}
+        rows = [{"isa": r["isa"], "threads": r["threads"], "best": fmt(r["gflops"], ".1f"), "mean": fmt(r["mean_gflops"], ".1f"),
+                 "of": fmt(100 * r["gflops"] / (derived[r["isa"]]["gflops"] * r["threads"] / derived[r["isa"]]["cores"]), ".1f", " %")
+                 if derived.get(r["isa"], {}).get("gflops") else "–"} for r in micro["fma"]]
+        md += [f"**FMA microbenchmark** ({micro.get('compiler')}; {micro.get('chains')} independent FMA chains per "
+               "thread in registers, best short slice per thread):", "",
+               md_table(rows, [("isa", "ISA"), ("threads", "threads"), ("best", "GFLOP/s (best slice)"),
+                               ("mean", "GFLOP/s (mean slice)"), ("of", "of the derived ceiling")]), ""]
+    else:
+        md += [f"**FMA microbenchmark**: not run ({micro.get('reason', 'not recorded')}); the FMA ceiling is the derived one.", ""]
+    rows = [{**r, "shape": f"{r['shape']}: {r['m']}x{r['k']}x{r['n']}", "gflops": fmt(r.get("gflops"), ".1f"),
+             "median": fmt(r.get("median_gflops"), ".1f"), "kernel": r.get("kernel") or "", "fma": share(r.get("gflops"), ceilings, "fma")}
+            for r in roof.get("matmul", [])]
+    md += ["**Matrix multiply by library and shape** (float32, each library in its own process at "
+           f"{roof.get('threads')} threads, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset; the LSTM's shapes are "
+           "this run's config's; best and median repetition):", "",
+           md_table(rows, [("lib", "library"), ("shape", "shape (m x k x n)"), ("gflops", "GFLOP/s (best)"),
+                           ("median", "GFLOP/s (median)"), ("fma", "of the FMA ceiling"), ("kernel", "kernel"),
+                           ("status", "status")]), ""]
+    md.append("**Ceilings**: " + "; ".join(f"{CEILING_TITLES[k][9:]}: {what}, **{g:.1f} GFLOP/s**"
+                                             for k, (g, what) in ceilings.items()) + ".")
+    if rates:
+        md += ["", md_table([{"what": f"`{r['what'].replace(chr(39) + 's model FLOPs', '')}`", "gflops": fmt(r["gflops"], ".1f"),
+                              **{k: share(r["gflops"], ceilings, k) for k in CEILING_TITLES}} for r in rates],
+                            [("what", "implementation"), ("gflops", "model GFLOP/s")] + list(CEILING_TITLES.items()))]
+    md += ["", "Model GFLOP/s = chars/s x FLOPs per character (the formula below). A share above 100 % of either "
+           "ceiling would mean a figure is wrong; the report refuses to be written then.", ""]
+    return md
+
+
+# ---------------------------------------------------------------------------------------------
 # The report
 
 HOW_TO_READ = """\
@@ -542,8 +642,9 @@ number of threads. So:
   does that (Keras' `tf.function`).
 - **Peak memory** is the worker process's maximum resident set (framework libraries included);
   the memory table holds what the training step itself adds against what it must keep.
-- **Share of peak** compares the FLOPs a step must do with what this machine's matrix multiply
-  reaches; a small LSTM with B rows per step cannot come near the peak, so read it as headroom.
+- **Share of peak** compares the FLOPs a step must do with two measured ceilings (see Roofline):
+  the FMA rate of this CPU's cores and the best matrix multiply any library reaches; a small LSTM
+  with B rows per step cannot come near either, so read it as headroom.
 """
 
 OPTIMIZER_NOTES = """\
@@ -576,6 +677,7 @@ def write_report(out):
     levers = read_csv(out / "levers.csv")
     threads = read_csv(out / "threads.csv")
     rounds = read_csv(out / "rounds.csv")
+    ceilings = check_roofline(summary, sweep, env, gemm)  # refuses before any file is written
 
     images = {
         "loss": plot_losses(steps, out),
@@ -592,7 +694,7 @@ def write_report(out):
     cfg = env.get("config", {})
     run = env.get("run", {})
     cpu = env.get("cpu", {})
-    peak = env.get("peak_gflops")
+    peak = report_ceilings(env, gemm).get("matmul", (None,))[0]
     md = ["# LSTM Rosetta: benchmark report", ""]
     md.append(
         f"Character-level LSTM, V={c.get('vocab_size')} H={c.get('hidden_size')} L={c.get('num_layers')} "
@@ -619,7 +721,8 @@ def write_report(out):
             "spread": f"{fmt(r.get('step_ms_p10'), '.1f')}–{fmt(r.get('step_ms_p90'), '.1f')}",
             "first": fmt(r.get("time_to_first_step_s"), ".1f"), "rss": fmt(r.get("peak_rss_mb")),
             "faults": fmt(r.get("page_faults_per_step")), "sys": fmt(r.get("system_ms_per_step"), ".1f"),
-            "peak": fmt(100 * r["peak_fraction"], ".1f", " %") if not missing(r.get("peak_fraction")) else "–",
+            **{k: share(r["chars_per_s"] * r["flops_per_char"] / 1e9 if not missing(r.get("chars_per_s")) else None,
+                        ceilings, k) for k in CEILING_TITLES},
             "loss": fmt(r.get("final_loss"), ".4f"), "val": fmt(r.get("final_val_loss"), ".4f"),
             "device": r.get("device", ""), "status": r.get("status", ""),
         })
@@ -627,7 +730,7 @@ def write_report(out):
         ("impl", "implementation"), ("chars", "chars/s"), ("ratio", f"vs {REFERENCE}"),
         ("ms", "step ms (median)"), ("spread", "step ms p10–p90"), ("first", "first step s"),
         ("rss", "peak RSS MB"), ("faults", "page faults / step"), ("sys", "kernel ms / step"),
-        ("peak", "share of matmul peak"), ("loss", "final loss"), ("val", "final val loss"), ("device", "device"), ("status", "status")]), ""]
+        *CEILING_TITLES.items(), ("loss", "final loss"), ("val", "final val loss"), ("device", "device"), ("status", "status")]), ""]
     md.append(
         f"chars/s = B x T / median step time. \"vs {REFERENCE}\" is each throughput divided by "
         f"{REFERENCE}'s" + ("" if ref_speed else f" (no {REFERENCE} result in this run, so no ratios)")
@@ -713,10 +816,11 @@ def write_report(out):
                             [("lib", "library"), ("n", "n"), ("threads", "threads"), ("reps", "reps"),
                              ("median_ms", "median ms"), ("gflops", "GFLOP/s"), ("status", "status")])]
         md.append(
-            f"\nThe peak is the better of the two float32 (n, n) @ (n, n) products, median of the "
-            f"repetitions after two warm-up products, at the same thread count: "
-            f"**{fmt(peak, '.1f')} GFLOP/s**. Share of peak = chars/s x FLOPs per character / peak.")
+            f"\nEach library's float32 (n, n) @ (n, n) product, best repetition after two warm-up products, at the "
+            f"same thread count; the matmul ceiling is the best product of any library and shape: "
+            f"**{fmt(peak, '.1f')} GFLOP/s**. Share = chars/s x FLOPs per character / ceiling.")
     md.append("")
+    md += roofline_section(env, ceilings, model_rates(summary, sweep))
 
     # Levers and threads (python -m benchmarks.levers)
     if not levers.empty:
@@ -803,7 +907,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         path = write_report(args.dir)
-    except (FileNotFoundError, json.JSONDecodeError, pd.errors.ParserError) as e:
+    except (FileNotFoundError, json.JSONDecodeError, pd.errors.ParserError, RosettaError) as e:
         print(f"python -m benchmarks.report: error: {e}", file=sys.stderr)
         return 2
     print(path)

@@ -25,7 +25,9 @@ recorded in summary.csv's status and the others still run. Written to --out:
 summary.csv, rounds.csv and sweep.csv carry the machine's load around each worker (LOAD_COLUMNS):
 the load average before and after, and the cores other processes kept busy just before it started
 and while it ran; the report flags a figure taken beside more than BUSY_CORES busy cores.
-    gemm.csv          float32 matrix-multiply GFLOP/s with numpy and torch: the machine's peak
+    gemm.csv          float32 (n, n) matrix-multiply GFLOP/s of each library (roofline.csv: all shapes)
+    roofline.csv/json the CPU record, the FMA ceiling derived and measured, every library's matmul
+                      (benchmarks/roofline.py); the peak is the best matmul measured
     environment.json  versions, CPU, threads, BLAS, git commit, devices, the config
     samples.txt       a short generated text from each implementation
 """
@@ -47,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import flops
+from benchmarks import flops, roofline
 from benchmarks.worker import MALLOC_CHOICES, malloc_env, thread_env
 from common.batches import Batches, split
 from common.config import Config, add_config_args
@@ -519,7 +521,9 @@ def environment(plan, results, gemm):
         "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": package_versions(),
         "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(),
-                "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None},
+                "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                **roofline.run_record(plan.get("roofline"))},  # flags, cores, clock, steal over the run, pins
+        "roofline": {k: v for k, v in (plan.get("roofline") or {}).items() if k not in ("cpu", "stat")},
         "threads": args.threads, "thread_env": thread_env(args.threads),
         "malloc": args.malloc, "malloc_env": malloc_env(args.malloc),
         "blas": blas_info(args.threads), "git": git_commit(),
@@ -531,7 +535,7 @@ def environment(plan, results, gemm):
                  "same_batches_in_every_worker": len(shas) <= 1, "batches_sha256": sorted(shas),
                  "same_weights_in_every_worker": len(wshas) <= 1},
         "flops_formula": flops.FORMULA,
-        "peak_gflops": max((g["gflops"] for g in gemm if g.get("status") == "ok"), default=None),
+        "peak_gflops": (plan.get("roofline") or {}).get("ceilings", {}).get("matmul", (None,))[0],
         "validation": "mean loss over the first val_batches validation batches, the LSTM state carried "
                       "through them from zeros; measured outside the step timing",
     }
@@ -560,13 +564,11 @@ def run_all(plan, out, work):
         f"{config.optimizer} | {args.iters} timed steps after {args.warmup} warm-up | "
         f"{args.threads} threads | -> {out}")
 
-    gemm = []
-    for lib in ("numpy", "torch"):
-        r = run_worker({"mode": "gemm", "lib": lib, "n": args.gemm_size, "reps": 7}, work, args.threads, timeout,
-                       args.malloc)
-        gemm.append({"lib": lib, "n": args.gemm_size, "threads": args.threads, "reps": 7,
-                     "median_s": r.get("median_s"), "gflops": r.get("gflops"), "status": r["status"]})
-    peak = max((g["gflops"] for g in gemm if g["status"] == "ok"), default=None)
+    # The roofline (benchmarks/roofline.py): before the workers, never beside one. gemm.csv keeps each
+    # library's square product; the peak is the best matrix multiply of any library and shape.
+    roof = plan["roofline"] = roofline.measure(out, args.threads, config, args.gemm_size, args.quick, say)
+    gemm = roofline.gemm_rows(roof)
+    peak = roof["ceilings"].get("matmul", (None,))[0]
     write_csv(out / "gemm.csv", GEMM_COLUMNS, gemm)
 
     results, summary, steps, samples, sweep = {}, [], [], {}, []

@@ -108,8 +108,8 @@ def test_summary_figures_follow_from_the_steps(run_dir):
     out, _ = run_dir
     summary = {r["impl"]: r for r in read_csv(out / "summary.csv")}
     steps = read_csv(out / "steps.csv")
-    gemm = read_csv(out / "gemm.csv")
-    peak = max(float(g["gflops"]) for g in gemm if g["status"] == "ok") * 1e9
+    matmul = read_csv(out / "roofline.csv")  # the peak: the best matmul of any library and shape
+    peak = max(float(g["gflops"]) for g in matmul if g["status"] == "ok") * 1e9
     V = int(summary["numpy-cell"]["vocab_size"])
     forward = 2 * (V * 4 * H + H * 4 * H) + 2 * (H * 4 * H + H * 4 * H) + 2 * H * V
     for impl, r in summary.items():
@@ -130,9 +130,11 @@ def test_sweep_gemm_environment_and_samples(run_dir):
     assert {"impl", "hidden_size", "chars_per_s", "step_ms_median", "status"} <= set(sweep[0])
     assert [(r["impl"], r["hidden_size"], r["status"]) for r in sweep] == [(i, "8", "ok") for i in IMPLS]
     gemm = read_csv(out / "gemm.csv")
-    assert [(g["lib"], g["status"]) for g in gemm] == [("numpy", "ok"), ("torch", "ok")]
-    assert all(float(g["gflops"]) > 0 for g in gemm)
+    assert [(g["lib"], g["status"]) for g in gemm] == [(lib, "ok") for lib in ("numpy", "torch", "tensorflow", "jax")]
+    assert all(float(g["gflops"]) > 0 and g["n"] == "128" for g in gemm)
     env = json.loads((out / "environment.json").read_text())
+    assert env["roofline"]["ceilings"]["matmul"][0] == max(float(g["gflops"]) for g in read_csv(out / "roofline.csv"))
+    assert env["cpu"]["physical_cores"] >= 1 and env["cpu"]["steal"] is not None and "isa_flags" in env["cpu"]
     for key in ("python", "packages", "cpu", "threads", "blas", "git", "date", "devices", "config"):
         assert key in env, key
     assert env["threads"] == 2 and env["config"]["hidden_size"] == H
