@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import md_table, plt, read_csv, save
+from benchmarks.run import BUSY_CORES
 
 GAIN = 0.15  # throughput "stops growing" where doubling the batch gains less than this (15 %)
 LEVEL = 0.95  # of every interval
@@ -31,8 +32,8 @@ def interval(values, stat=np.median, level=LEVEL, resamples=2000, seed=0):
     with replacement). With 3 values the interval spans most of them: it says how far apart the
     processes were, no more. (The main benchmark's report may grow its own: one to unify.)"""
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    if not len(values):
-        return (math.nan, math.nan, math.nan)
+    if len(values) < 2:  # one process: a figure, no interval
+        return (float(values[0]) if len(values) else math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     stats = stat(values[rng.integers(0, len(values), (resamples, len(values)))], axis=1)
     low, high = np.percentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
@@ -80,7 +81,9 @@ def k(x):
 
 def with_interval(fig, unit=k):
     median, low, high = fig
-    return "–" if not np.isfinite(median) else f"{unit(median)} [{unit(low)}, {unit(high)}]"
+    if not np.isfinite(median):
+        return "–"
+    return f"{unit(median)} [{unit(low)}, {unit(high)}]" if np.isfinite(low) else f"{unit(median)} (1 process)"
 
 
 def ms(x):
@@ -103,9 +106,10 @@ def compare(what, best, second, fig, r, unit=k, lower=False):
     if not np.isfinite(r[0]):
         return text + f"; against {second} no ratio (not measured in the same repetitions)."
     if r[1] <= 1 <= r[2]:
-        return text + f"; no measurable difference from {second} (ratio {times(r[0])} [{times(r[1])}, {times(r[2])}])."
-    return text + (f", {times(r[0])} [{times(r[1])}, {times(r[2])}] {'less than' if lower else 'the figure of'} "
-                   f"{second}, the next best.")
+        return text + f"; no measurable difference from {second} (ratio {with_interval(r, times)})."
+    if lower:
+        return text + f"; {second}, the next best, takes {with_interval(r, times)} as long."
+    return text + f"; {with_interval(r, times)} the throughput of {second}, the next best."
 
 
 def ranked(figs, lower=False):
@@ -176,6 +180,7 @@ def plot_generation(gen, threads, out):
         y = np.array([figs[B, i] for i in impls])
         ax.bar(impls, y[:, 0], yerr=[y[:, 0] - y[:, 1], y[:, 2] - y[:, 0]], capsize=4,
                color=[f"C{n}" for n in range(len(impls))])
+        ax.set_yscale("log")
         ax.set_ylabel("ms per step (a character per stream)")
         ax.set_title(f"generation at batch {B}, {threads} threads", fontsize=10)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
@@ -340,6 +345,11 @@ def write_report(out):
     plots = [p for p in (plot_batch(grid, T, threads, out), plot_seq(grid, B, H, threads, out),
                          plot_generation(gen, threads, out), plot_startup(startup, threads, out)) if p]
     failed = grid[grid["status"] != "ok"]
+    busiest = max((frame["others_busy_cores"].max() for frame in (grid, gen, startup)
+                   if "others_busy_cores" in frame and frame["others_busy_cores"].notna().any()), default=math.nan)
+    load = (f"Other processes kept at most {busiest:.2f} cores busy beside a worker"
+            + (f": **a busy machine (above {BUSY_CORES}); do not quote these figures**." if busiest > BUSY_CORES else ".")
+            if np.isfinite(busiest) else "The machine's load was not recorded.")
     config = record.get("config", {})
     lines = [
         "# The workloads users run: batch, hidden size, sequence length, threads, generation, start-up", "",
@@ -348,8 +358,8 @@ def write_report(out):
         f"{record.get('cpu', {}).get('model', 'an unrecorded CPU')}, {threads} threads ('all threads') and 1; "
         f"V={config.get('vocab_size', '?')}, L={config.get('num_layers', '?')}, {config.get('dtype', 'float32')}, "
         f"{config.get('optimizer', 'adam')}; the reference shape B={B}, H={H}, T={T}. Devices of the rows: "
-        + "; ".join(f"{impl} {devices(grid, impl)}" for impl in dict.fromkeys(grid["impl"])) + ".", "",
-        f"**How each figure is made.** Every implementation ran in {settings.get('reps', '?')} fresh processes "
+        + "; ".join(f"{impl} {devices(grid, impl)}" for impl in dict.fromkeys(grid["impl"])) + ". " + load, "",
+        f"**How each figure is made.** Every implementation ran in {settings.get('reps', '?')} fresh process(es) "
         f"per thread count (one per repetition, the repetitions interleaved in a random order), with the same "
         f"batches and initial weights. Each shape is budgeted by time: its first step (tracing, compiling) is left "
         f"out, then steps are timed until {settings.get('budget', '?')} s have passed once {settings.get('min_steps', '?')} "
