@@ -227,7 +227,8 @@ def add_rows(rows, rep, impl, parsed, threads, result, config):
             row.update(ms_per_char_median=1e3 * float(np.median(times)), ms_per_char_p90=1e3 * float(np.percentile(times, 90)))
         rows["generation"].append(row)
     startup = result.get("startup") or {}
-    row = {**common, **startup, "status": "ok" if "first_step_s" in startup else failed}
+    first = (result.get("cells") or [{"status": failed}])[0]["status"]  # the start-up is the first shape's
+    row = {**common, **startup, "status": "ok" if "first_step_s" in startup else first}
     if row["status"] == "ok":
         row["total_s"] = startup["import_s"] + startup["build_s"] + startup["first_step_s"]
     rows["startup"].append(row)

@@ -445,7 +445,6 @@ def run_grid(spec, result):
     train = split(corpus.data)[0]
     options = model_options(spec, framework)
     result["cells"], result["generation"] = [], []
-    model = None
     for n, cell in enumerate(spec["cells"]):
         row = {**cell, "status": "failed: did not finish", "step_times_s": [], "losses": []}
         result["cells"].append(row)

@@ -253,3 +253,18 @@ def test_benchmarks_refuse_a_device_no_row_can_use(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
     proc = run("benchmarks.grid", "--quick", "--impls", "keras-fast@jax", "--out", tmp_path)
     assert proc.returncode == 2 and "unknown implementation 'keras-fast@jax'" in proc.stderr
+
+
+def test_benchmark_rows_record_the_device_and_only_torch_is_asked_for_one():
+    from benchmarks.run import ROUNDS_COLUMNS, SWEEP_COLUMNS, round_rows, sweep_rows
+    from benchmarks.worker import model_options
+
+    config = Config(vocab_size=10, hidden_size=8, batch_size=2, seq_length=4)
+    result = {"status": "ok", "device": "cuda:0", "steps": [{"phase": "timed", "step_time_s": 0.1, "loss": 1.0}],
+              "sweep": [{"hidden_size": 8, "status": "ok", "step_times_s": [0.1], "losses": [1.0]}]}
+    assert "device" in ROUNDS_COLUMNS and "device" in SWEEP_COLUMNS
+    assert round_rows(1, {"torch-layer": result}, config)[0]["device"] == "cuda:0"
+    assert sweep_rows("torch-layer", "torch", "layer", result, config, [8])[0]["device"] == "cuda:0"
+    assert model_options({"device": "cuda:1"}, "torch") == {"device": "cuda:1"}
+    assert model_options({"device": "cpu"}, "torch") == {} and model_options({}, "torch") == {}
+    assert model_options({"device": "cuda"}, "keras") == {} and model_options({"device": "cuda"}, "numpy") == {}
