@@ -99,6 +99,11 @@ def cells(batch_sizes, hidden_sizes, seq_lengths, reference):
     return [{"batch_size": b, "hidden_size": h, "seq_length": t} for b, h, t in dict.fromkeys(shapes)]
 
 
+def usable_cores():
+    """The cores this process may run on (its affinity where the system says), 'all threads'."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def build_parser():
     p = Parser(prog="python -m benchmarks.grid", description=__doc__.split("\n\n")[0])
     q = lambda name: f"(default {DEFAULTS[name][0]}; with --quick {DEFAULTS[name][1]})"  # noqa: E731
@@ -118,7 +123,7 @@ def build_parser():
     p.add_argument("--gen-warmup", type=whole(0), default=None, help=f"characters drawn before the timing {q('gen_warmup')}")
     p.add_argument("--gen-budget", type=positive_float, default=None,
                    help=f"seconds of generation per batch size and process (at least 3 characters) {q('gen_budget')}")
-    p.add_argument("--threads", type=whole(1), default=len(os.sched_getaffinity(0)),
+    p.add_argument("--threads", type=whole(1), default=usable_cores(),
                    help="'all threads' (1 thread is always run beside it) (default: this machine's usable cores, %(default)s)")
     p.add_argument("--device", default="cpu", help="where the torch rows run: cpu, cuda, cuda:1; the other rows run "
                                                    "where their backends do; every row records its device (default cpu)")
@@ -239,8 +244,7 @@ def run_record(plan, seconds):
     settings = {k: getattr(args, k) for k in (*DEFAULTS, "threads", "device", "malloc", "corpus", "seed", "quick")}
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 1), "settings": settings, "config": plan["config"].to_dict(),
-            "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(),
-                    "usable_cores": len(os.sched_getaffinity(0))},
+            "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable_cores()},
             "packages": package_versions(), "git": git_commit(), "gain": GAIN, "level": LEVEL}
 
 
