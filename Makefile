@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test bench bench-quick bench-busy bench-levers baselines diff rosetta clean
+.PHONY: test bench bench-quick bench-busy bench-levers bench-grid baselines diff rosetta clean
 
 # The venv is rebuilt whenever the pinned requirements or the project metadata change.
 $(VENV): requirements.txt pyproject.toml
@@ -39,6 +39,13 @@ bench-levers: $(VENV)
 	$(PY) -m benchmarks.levers --out results --repeats 3
 	$(PY) -m benchmarks.report results
 	@echo "Report: results/REPORT.md"
+
+# The workloads users run (benchmarks/grid.py): training throughput over batch size, hidden size,
+# sequence length and threads, generation latency per character, start-up; 3 interleaved fresh
+# processes per figure, each shape budgeted by time (at most 30 min on 2 quiet cores): results/GRID.md.
+bench-grid: $(VENV)
+	$(PY) -m benchmarks.grid --out results
+	@echo "Report: results/GRID.md"
 
 # What a character LSTM on tinyshakespeare is worth per character and per minute, against nanoGPT
 # (about an hour on 2 cores: the grid ~30 min, the two-hour goal's 9M-character run ~10, scoring; resumable:

@@ -85,9 +85,9 @@ SUMMARY_COLUMNS = [
     "threads", "iters", "warmup", "timed_steps", "capped_by_budget", *LOAD_COLUMNS]
 STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_time_s", "val_loss"]
 SWEEP_COLUMNS = ["impl", "framework", "path", "hidden_size", "chars_per_s", "step_ms_median",
-                 "timed_steps", "status", *LOAD_COLUMNS]  # the load of the worker that ran the sweep too
+                 "timed_steps", "status", "device", *LOAD_COLUMNS]  # the load of the worker that ran the sweep too
 GEMM_COLUMNS = ["lib", "n", "threads", "reps", "median_s", "gflops", "status"]
-ROUNDS_COLUMNS = ["round", "impl", "chars_per_s", "step_ms_median", "ratio", "status", *LOAD_COLUMNS]
+ROUNDS_COLUMNS = ["round", "impl", "chars_per_s", "step_ms_median", "ratio", "status", "device", *LOAD_COLUMNS]
 SHORT = 100  # a run of fewer timed steps than this (and no --rounds) gets one round, not three
 REFERENCE = "torch-layer"  # throughput ratios are against this implementation (here and in the report)
 
@@ -171,6 +171,9 @@ def build_parser():
                         "trim thresholds fixed, benchmarks/worker.py); default: the machine's allocator, "
                         "whose page faults can halve a framework's speed from one process to the next "
                         "(default %(default)s)")
+    p.add_argument("--device", default="cpu",
+                   help="where the torch rows run: cpu, cuda, cuda:1; Keras and numpy rows run where their backends "
+                        "do, and every row records its device (default %(default)s)")
     p.add_argument("--corpus", default="tinyshakespeare", help="built-in corpus name or a UTF-8 text file (default %(default)s)")
     p.add_argument("--val-every", type=whole(0), default=None,
                    help=f"validation loss every K steps and at the end; 0 = none {q('val_every')}")
@@ -418,7 +421,8 @@ def sweep_rows(impl, framework, path, result, config, asked):
                                                  else "failed: not reached")
         r = done.get(H, {"status": not_run, "step_times_s": [], "losses": []})
         row = {"impl": impl, "framework": framework, "path": path, "hidden_size": H,
-               "timed_steps": len(r["step_times_s"]), "status": r["status"], **result.get("load", {})}
+               "timed_steps": len(r["step_times_s"]), "status": r["status"], "device": result.get("device"),
+               **result.get("load", {})}
         if r["status"] == "ok" and not (r["losses"] and np.all(np.isfinite(r["losses"]))):
             row["status"] = "failed: non-finite loss"
         if row["status"] == "ok" and r["step_times_s"]:
@@ -440,7 +444,8 @@ def round_rows(rnd, results, config):
         median = float(np.median(times)) if ok else None
         rows.append({"round": rnd, "impl": impl, "status": r.get("status") if not ok else "ok",
                      "chars_per_s": chars / median if median else None,
-                     "step_ms_median": 1e3 * median if median else None, **r.get("load", {})})
+                     "step_ms_median": 1e3 * median if median else None, "device": r.get("device"),
+                     **r.get("load", {})})
     reference = next((row["chars_per_s"] for row in rows if row["impl"] == REFERENCE), None)
     for row in rows:
         row["ratio"] = row["chars_per_s"] / reference if row["chars_per_s"] and reference else None
@@ -554,7 +559,7 @@ def run(plan):
 
 def run_all(plan, out, work):
     args, config = plan["args"], plan["config"]
-    base = {"corpus": args.corpus, "config": config.to_dict()}
+    base = {"corpus": args.corpus, "config": config.to_dict(), "device": args.device}  # worker.model_options
     timeout = args.timeout
     started = time.perf_counter()
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731

@@ -15,6 +15,10 @@ Progress goes to stderr, one line at a time, for run.py to relay. Modes:
             spec["sweep"] asks, throughput only at other hidden sizes (a fresh model each, a few
             timed steps)
     gemm    float32 (n, n) @ (n, n) with numpy or torch: the machine's matrix-multiply peak
+    grid    benchmarks/grid.py's workloads: start-up split into import, model build and first
+            step; then training throughput at each shape of spec["cells"] (a fresh model each,
+            the first step left out); then generation latency per character with the carried
+            state (common/sampling.py's own loop at batch 1, the same loop over B streams)
 
 A train spec may name a `variant`, "module:function" (benchmarks/levers.py): called after the
 framework set-up and before the model is built, it may patch the implementation's module (the
@@ -268,7 +272,7 @@ def run_train(spec, result):
     info = setup(framework, spec["threads"])
     kwargs = apply_variant(spec, framework, path, result)
     model = model_class(framework, path)(config, weights, path=path, **kwargs) if kwargs else \
-        make_model(framework, config, weights, path=path)
+        make_model(framework, config, weights, path=path, **model_options(spec, framework))
     result["framework_version"] = info["version"]
     result["device"] = device_used(framework, model, info)
     result["idle_rss_mb"] = current_rss_mb()  # what the step's own memory is measured from
@@ -333,7 +337,8 @@ def run_train(spec, result):
     if spec.get("sweep"):
         result["main_done"] = True
         write_result(spec["out"], result)  # the main figures are safe whatever the sweep does
-        run_sweep(spec["sweep"], result, tag, framework, path, config, train_batches)
+        run_sweep({**spec["sweep"], "device": spec.get("device")}, result, tag, framework, path, config,
+                  train_batches)
 
 
 def run_sweep(sweep, result, tag, framework, path, base, train_batches):
@@ -350,7 +355,7 @@ def run_sweep(sweep, result, tag, framework, path, base, train_batches):
         result["sweep"].append(row)
         try:
             config = base.replace(hidden_size=H)
-            model = make_model(framework, config, init_weights(config), path=path)
+            model = make_model(framework, config, init_weights(config), path=path, **model_options(sweep, framework))
             started, last_print = None, time.perf_counter()
             for step, x, y, new_epoch in training_steps(train_batches, 1 + sweep["warmup"] + sweep["iters"]):
                 if new_epoch:
@@ -413,7 +418,146 @@ def run_gemm(spec, result):
     result["status"] = "ok"
 
 
-MODES = {"train": run_train, "gemm": run_gemm}
+# ---------------------------------------------------------------------------------------------
+# The grid (benchmarks/grid.py): start-up, training throughput at many shapes, generation latency
+
+def model_options(spec, framework):
+    """CharLSTM's keyword arguments for spec["device"]: torch's only (Keras and numpy place work
+    as their backends do; the row records where with device_used)."""
+    device = spec.get("device") or "cpu"
+    return {"device": device} if framework == "torch" and device != "cpu" else {}
+
+
+def run_grid(spec, result):
+    """Import, build and first step timed apart at the first cell; each cell's throughput after its
+    first step (at least min_steps timed, then until budget_s); generation latency at the end."""
+    from common.batches import Batches, split
+    from common.frameworks import make_model, model_class
+    from common.weights import init_weights
+
+    tag, framework, path = spec["impl"], spec["framework"], spec["path"]
+    start = time.perf_counter()  # before anything imports numpy: its import counts for numpy's rows
+    info = setup(framework, spec["threads"])
+    model_class(framework, path)  # the implementation's module, and what it imports
+    result["framework_version"] = info["version"]
+    result["startup"] = {"import_s": time.perf_counter() - start}
+    corpus, base, _, _ = load_data({**spec, "val_every": 0})
+    train = split(corpus.data)[0]
+    options = model_options(spec, framework)
+    result["cells"], result["generation"] = [], []
+    for n, cell in enumerate(spec["cells"]):
+        row = {**cell, "status": "failed: did not finish", "step_times_s": [], "losses": []}
+        result["cells"].append(row)
+        try:
+            config = base.replace(**{k: cell[k] for k in ("batch_size", "hidden_size", "seq_length")})
+            batches = Batches(train, config.batch_size, config.seq_length, "train")
+            weights = init_weights(config)
+            built = time.perf_counter()
+            model = make_model(framework, config, weights, path=path, **options)
+            row["build_s"] = time.perf_counter() - built
+            result["device"] = device_used(framework, model, info)
+            grid_steps(model, batches, row, spec)
+            if n == 0:
+                result["startup"].update(build_s=row["build_s"], first_step_s=row["first_step_s"])
+            times = row["step_times_s"]
+            progress(tag, f"B={config.batch_size} H={config.hidden_size} T={config.seq_length}: "
+                          f"{config.batch_size * config.seq_length / statistics.median(times):,.0f} chars/s "
+                          f"({len(times)} timed steps)")
+        except Exception as e:  # one shape failing (memory, a framework limit) must not cost the others
+            row["status"] = f"failed: {type(e).__name__}: {e}"
+            progress(tag, f"{cell}: {row['status']}")
+        write_result(spec["out"], result)  # what is done so far survives a later timeout
+    gen = spec.get("generation")
+    for B in (gen or {}).get("batch_sizes", ()):
+        row = {"batch_size": B, "hidden_size": gen["hidden_size"], "status": "failed: did not finish"}
+        result["generation"].append(row)
+        try:
+            config = base.replace(hidden_size=gen["hidden_size"], batch_size=B)
+            model = make_model(framework, config, init_weights(config), path=path, **options)
+            result["device"] = device_used(framework, model, info)
+            row["times_s"] = generation_latency(model, corpus.vocab, B, gen["chars"], gen["warmup"],
+                                                gen["budget_s"], seed=config.seed)[0]
+            row["status"] = "ok"
+            progress(tag, f"generation B={B}: {1e3 * statistics.median(row['times_s']):.2f} ms per character")
+        except Exception as e:
+            row["status"] = f"failed: {type(e).__name__}: {e}"
+            progress(tag, f"generation B={B}: {row['status']}")
+        write_result(spec["out"], result)
+    result["status"] = "ok"
+
+
+def grid_steps(model, batches, row, spec):
+    """Train `model` on `batches`: the first step timed apart, then at least spec["min_steps"] timed
+    steps, stopping once spec["budget_s"] seconds of them have passed or spec["max_steps"] ran."""
+    from common.batches import training_steps
+
+    timed_since = None
+    for step, x, y, new_epoch in training_steps(batches, 1 + spec["max_steps"]):
+        if new_epoch:
+            model.reset_state()
+        start = time.perf_counter()
+        loss = model.train_step(x, y)  # a python float: the device has finished the step
+        end = time.perf_counter()
+        row["losses"].append(float(loss))
+        if not math.isfinite(loss):
+            row["status"] = f"failed: non-finite loss ({loss}) at step {step}"
+            return
+        if step == 0:
+            row["first_step_s"] = end - start
+            continue
+        row["step_times_s"].append(end - start)
+        timed_since = timed_since or start
+        if len(row["step_times_s"]) >= spec["min_steps"] and end - timed_since > spec["budget_s"]:
+            break
+    row["status"] = "ok"
+
+
+def generation_latency(model, vocab, batch_size, length, warmup, budget_s, seed=0):
+    """(seconds per character, ids drawn): the sampling loop's own path, one character at a time with
+    the carried state. Batch 1 is common.sampling.stream itself (each next() after the first draw
+    is one forward of shape (1, 1) and one draw); B > 1 is the same loop over B streams (carried_ids).
+    The first `warmup` characters (and the prime's forward) are left out; stops after `length`
+    characters or once `budget_s` seconds are timed (at least 3 characters)."""
+    from common.sampling import default_prime, stream
+
+    total = length + warmup + 2  # one more than is timed: the last draw runs no forward
+    if batch_size == 1:
+        chars = stream(model, vocab, total, seed=seed)
+        next(chars)  # the prime, as text: nothing computed yet
+        draws = (vocab.encode(c)[0] for c in chars)
+    else:
+        draws = carried_ids(model, vocab.encode(default_prime(vocab)), batch_size, total, seed)
+    times, ids, timed = [], [], 0.0
+    while len(times) < length:
+        start = time.perf_counter()
+        ids.append(next(draws))
+        end = time.perf_counter()
+        if len(ids) > warmup + 1:  # the first draw also ran the prime's forward
+            times.append(end - start)
+            timed += end - start
+            if len(times) >= 3 and timed > budget_s:
+                break
+    return times, ids
+
+
+def carried_ids(model, prime, batch_size, length, seed):
+    """B streams sampled side by side from `prime` (ids (P,)), as common.sampling.sample_carried
+    does for one: yields ids (B,), one character per stream per forward of shape (B, 1)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    logits, state = model.forward(np.tile(prime, (batch_size, 1)), state=None)  # (B, P, V)
+    for k in range(length):
+        z = np.asarray(logits, dtype=np.float64)[:, -1]  # (B, V): common.sampling.probabilities, row by row
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        ids = (p.cumsum(axis=1) < rng.random((batch_size, 1))).sum(axis=1).clip(0, p.shape[1] - 1)
+        yield ids
+        if k + 1 < length:
+            logits, state = model.forward(ids[:, None].astype(np.int64), state=state)  # (B, 1, V)
+
+
+MODES = {"train": run_train, "gemm": run_gemm, "grid": run_grid}
 
 
 def write_result(out, result):

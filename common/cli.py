@@ -30,7 +30,7 @@ from common.batches import make_batches, split  # noqa: E402 (after the waiting 
 from common.config import add_config_args, config_from_args  # noqa: E402
 from common.errors import ConfigError, RosettaError  # noqa: E402
 from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, VERBOSE,  # noqa: E402
-                               check_backend, check_framework, make_model, model_class, use_backend)
+                               check_backend, check_device, check_framework, make_model, model_class, use_backend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +83,9 @@ def add_model_args(parser):
                         help="steady: glibc keeps the memory a step frees for the next step (mmap threshold "
                              "32 MiB, trim threshold 1 GiB, set with mallopt at start-up); default: glibc's own "
                              "thresholds (default steady)")
+    parser.add_argument("--device", type=str, default="cpu",
+                        help="where torch puts the model, its state and the batches: cpu, cuda, cuda:1 (torch only: "
+                             "Keras and JAX place work as their backends do, numpy runs on the CPU) (default cpu)")
     add_verbose_arg(parser)
 
 
@@ -237,7 +240,8 @@ def build_model(args, config, weights, workers=1):
         parallel.prepare(framework, workers)
         model = parallel.data_parallel(model_class(framework, path), framework, config, weights, path, workers)
     else:
-        model = make_model(framework, config, weights, path=path)  # the framework is imported here
+        options = {"device": args.device} if args.device != "cpu" else {}  # check_device: torch's only
+        model = make_model(framework, config, weights, path=path, **options)  # the framework is imported here
     limit_loaded_pools(args.threads)
     return model, framework, path
 
@@ -436,6 +440,7 @@ def main(argv=None):
             os.environ[VERBOSE] = "1"  # common.frameworks.quiet shows the frameworks' output; --workers' workers inherit it
         if args.command in ("train", "sample", "eval"):  # threads, waiting and allocator, before a framework loads
             args.threads_given = args.threads
+            check_device(args.framework, args.device)  # before anything slow
             args.threads = runtime.prepare(args.threads, args.malloc)
         return COMMANDS[args.command](args)
     except RosettaError as e:

@@ -57,6 +57,18 @@ def check_backend(backend):
     return backend
 
 
+def check_device(framework, device):
+    """The device for `framework`, checked: torch takes any name torch knows (cpu, cuda, cuda:1; its
+    model says in one sentence when that device is missing); the others run where they do."""
+    device = device or "cpu"
+    if device != "cpu" and framework == "numpy":
+        raise ConfigError(f"numpy runs on the CPU only; leave out --device {device} (it applies to torch).")
+    if device != "cpu" and framework == "keras":
+        raise ConfigError(f"Keras places its work where its backend does (TensorFlow and JAX use a GPU their build "
+                          f"sees, by themselves); leave out --device {device}, which applies to torch only.")
+    return device
+
+
 def paths_on(framework, backend=None):
     """The paths `framework` has on Keras backend `backend` (None: KERAS_BACKEND or the default);
     for numpy and torch, all of PATHS."""
