@@ -1,26 +1,38 @@
 """The benchmark: every implementation trained on the same workload, each in its own process.
 
-    python -m benchmarks.run                      # the reference run, 10-15 minutes on 2 cores
-    python -m benchmarks.run --quick --out bench-quick            # a minute or two (README)
+    python -m benchmarks.run                      # the reference run, about 15 minutes on 2 cores
+    python -m benchmarks.run --quick --out bench-quick            # a few minutes (README)
     python -m benchmarks.run --frameworks torch --paths layer --iters 50 --hidden-size 512
     python -m benchmarks.report results           # then REPORT.md from the CSVs
 
 An implementation is a framework and one of its paths (numpy-cell, numpy-fast, torch-layer,
 torch-cell, torch-fast, keras-layer, keras-cell, keras-fast), and for Keras one of its backends
-(keras-layer@jax: the same keras_impl code on JAX; "fast" is TensorFlow's only). Each runs in a fresh `python -m benchmarks.worker` process with the same
-thread count, the same batches (common.corpus + common.batches) and the same initial weights
-(common.weights.init_weights from the config seed); run.py relays its progress and collects its
-JSON. One implementation failing (a missing package, a crash, a non-finite loss, a timeout) is
-recorded in summary.csv's status and the others still run. Written to --out:
+(keras-layer@jax: the same keras_impl code on JAX; "fast" is TensorFlow's only). Each runs in a
+fresh `python -m benchmarks.worker` process with the same thread count, the same batches
+(common.corpus + common.batches) and the same initial weights (common.weights.init_weights from the
+config seed); run.py relays its progress and collects its JSON. One implementation failing (a
+missing package, a crash, a non-finite loss, a timeout) is recorded in summary.csv's status and the
+others still run. Two phases:
 
-    steps.csv         one row per training step: impl, framework, path, step, phase, loss,
+    main runs   every implementation trains the same 1 + warmup + iters steps, never cut by time:
+                the losses, curves and the final validation (always at the last step) are compared
+                there. Its final weights are then re-scored by numpy's forward and its sample tested
+                against them (benchmarks/checks.py); a row that fails is "broken: <why>".
+    rounds      throughput: every implementation that passed, again in a fresh process, `rounds`
+                times, each round in an order shuffled with (--rounds-seed, round), the reference
+                twice (NOISE: the noise floor); warmup + at most round_iters timed steps, cut after
+                --budget seconds. Every throughput figure comes from here (benchmarks/stats.py).
+
+Written to --out:
+
+    steps.csv         one row per main-run training step: impl, framework, path, step, phase, loss,
                       step_time_s, val_loss (where measured)
-    summary.csv       one row per implementation: throughput, step-time percentiles, time to
-                      first step, peak memory, FLOPs per character, share of the matmul peak, losses
+    summary.csv       one row per implementation: the main run's losses, validation, checks, time to
+                      first step, memory; the rounds' throughput, ratio to torch-layer with its 95 %
+                      interval and verdict, timed steps per round
     sweep.csv         throughput against hidden size (short runs, throughput only)
-    rounds.csv        throughput in interleaved rounds: every implementation again in a fresh
-                      process, one after the other, `rounds` times; a ratio to torch-layer is taken
-                      within each round, so a slow spell of a shared machine hits both sides
+    rounds.csv        one row per process of the rounds, in the order it ran (position); a ratio to
+                      torch-layer is taken within each round, so a slow spell hits both sides
 
 summary.csv, rounds.csv and sweep.csv carry the machine's load around each worker (LOAD_COLUMNS):
 the load average before and after, and the cores other processes kept busy just before it started

@@ -89,9 +89,10 @@ def noise_floor(rows, reference):
 
 
 def verdict(ratio, lo, hi, floor):
-    """'no measurable difference' when the ratio's interval reaches into 1 +- floor (or no interval
-    or floor exists to tell), else 'faster' or 'slower' than the reference."""
-    if ratio is None or floor is None or math.isnan(lo) or (lo <= 1 + floor and hi >= 1 - floor):
+    """'no measurable difference' when the ratio's interval reaches into 1 +- floor (no floor
+    measured: when it holds 1; no interval: always), else 'faster' or 'slower' than the reference."""
+    floor = floor or 0.0
+    if ratio is None or math.isnan(lo) or (lo <= 1 + floor and hi >= 1 - floor):
         return "no measurable difference"
     return "faster" if ratio > 1 else "slower"
 
