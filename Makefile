@@ -21,8 +21,8 @@ bench: $(VENV)
 	$(PY) -m benchmarks.report results
 	@echo "Report: results/REPORT.md"
 
-# The 11 implementations at H=128, 20 timed steps and one 5-step round, no sweep: 1 min 43 s on 2
-# quiet cores (make bench: about 15 minutes).
+# The 11 implementations at H=128, 23 compared steps and 5 rounds of 2 + 5 steps, no sweep: bound by
+# the frameworks' start-up in 71 fresh processes, about 4 minutes (make bench: about 15 minutes).
 bench-quick: $(VENV)
 	$(PY) -m benchmarks.run --quick --out bench-quick
 	$(PY) -m benchmarks.report bench-quick

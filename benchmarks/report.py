@@ -6,10 +6,14 @@ Reads summary.csv, steps.csv, sweep.csv, gemm.csv, environment.json, samples.txt
 present, levers.csv and threads.csv from `python -m benchmarks.levers` (the speed levers tried,
 before and after, for "What made it fast"; every implementation at 1 and 2 threads).
 
-The report opens with findings taken from the figures (findings below): the fastest and slowest
-implementation and the ratios of the rounds, the main-table ratios the rounds contradict, whether
-the loss curves agree, and the rows taken on a busy machine (run.py's load columns), which are
-marked; a sweep step measured on a busy machine or contradicted by the rounds is not read as one.
+The report opens with findings taken from the figures (findings below): a busy run's warning that
+it cannot be trusted, else the fastest and slowest implementation and every ratio with its 95 %
+interval and verdict against the noise floor; the rows the self-checks broke; whether the loss
+curves agree; the machine's load. Every throughput (tables, throughput.png, findings, the README's
+table) comes from the interleaved rounds (benchmarks/stats.py); a sweep step measured on a busy
+machine or contradicted by the rounds is not read as one.
+
+    python -m benchmarks.report results --readme-table   # prints the README's findings table
 """
 
 import argparse
@@ -25,8 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks import roofline  # noqa: E402
+from benchmarks.checks import VAL_TOLERANCE  # noqa: E402
 from benchmarks.flops import FORMULA, MEMORY_FORMULA, activation_bytes, flops_per_char  # noqa: E402
-from benchmarks.run import BUSY_CORES, REFERENCE  # noqa: E402
+from benchmarks.run import BUSY_CORES, NOISE, REFERENCE  # noqa: E402
+from benchmarks.stats import LEVEL, throughput  # noqa: E402
 from common.config import Config  # noqa: E402
 from common.errors import RosettaError  # noqa: E402
 
@@ -101,19 +107,28 @@ def own_loss_curves(curves, path, title, beta):
     save(fig, path.parent, path.name)
 
 
-def plot_throughput(summary, out):
-    ok = summary[summary["status"] == "ok"]
-    if ok.empty:
+def plot_throughput(summary, rounds, out):
+    """Each row's ratio to REFERENCE (the rounds' median) with its 95 % interval, and the noise floor
+    as a band around 1: the figures of the findings and tables, nothing else."""
+    figures, floor = throughput_figures(rounds)
+    ok = set(summary[summary["status"] == "ok"]["impl"]) if not summary.empty else set()
+    shown = [t for k, t in figures.items() if k in ok and not missing(t.ratio)]
+    if not shown:
         return None
-    chars = ok["batch_size"] * ok["seq_length"]
-    lo, hi = chars / (ok["step_ms_p90"] / 1e3), chars / (ok["step_ms_p10"] / 1e3)
-    y = ok["chars_per_s"]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    ax.bar(ok["impl"], y, color=[f"C{i}" for i in range(len(ok))],
-           yerr=[(y - lo).clip(lower=0), (hi - y).clip(lower=0)], capsize=5)  # p10 or p90 can equal the median: rounding below 0
-    ax.set_ylabel("characters per second")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    ax.set_title("Training throughput (median step; whiskers: p90 to p10 step time)")
+    y = [t.ratio for t in shown]
+    lo = [0 if missing(t.lo) else t.ratio - t.lo for t in shown]
+    hi = [0 if missing(t.hi) else t.hi - t.ratio for t in shown]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar([t.impl for t in shown], y, color=[f"C{i}" for i in range(len(shown))], yerr=[lo, hi], capsize=5)
+    if floor:
+        ax.axhspan(1 - floor[3], 1 + floor[3], color="grey", alpha=0.25, label="noise floor")
+        ax.legend(fontsize=8)
+    for x, t in enumerate(shown):
+        ax.annotate(f"{t.chars_per_s:,.0f}", (x, t.ratio), ha="center", va="bottom", fontsize=7)
+    ax.set_ylabel(f"throughput / {REFERENCE}'s")
+    ax.set_title(f"Training throughput, medians of the interleaved rounds (whiskers: {LEVEL:.0%} interval;"
+                 f" labels: chars/s)", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.grid(axis="y", alpha=0.3)
     return save(fig, out, "throughput.png")
 
@@ -239,34 +254,26 @@ def is_busy(row):
 
 
 def busy_impls(summary, rounds):
-    """{impl: what was busy}: implementations whose main run, or half or more of whose rounds, ran while
-    other processes kept more than BUSY_CORES cores busy."""
+    """{impl: what was busy}: implementations whose main run or any of whose rounds ran while other
+    processes kept more than BUSY_CORES cores busy (the figure as recorded, two decimals)."""
     out = {}
     for r in summary.to_dict("records"):
         if is_busy(r):
-            out[r["impl"]] = f"main run beside {others_busy(r):.1f} busy cores"
+            out[r["impl"]] = f"main run beside {others_busy(r):.2f} busy cores"
     if not rounds.empty:
         for impl, group in rounds.groupby("impl", sort=False):
-            flags = [is_busy(r) for r in group.to_dict("records")]
-            if flags and sum(flags) * 2 >= len(flags):
-                out[impl] = "; ".join(filter(None, [out.get(impl), f"{sum(flags)} of {len(flags)} rounds busy"]))
+            loads = [others_busy(r) for r in group.to_dict("records") if is_busy(r)]
+            if loads:
+                out[impl] = "; ".join(filter(None, [out.get(impl), f"{len(loads)} of {len(group)} rounds beside "
+                                                                   f"up to {max(loads):.2f} busy cores"]))
     return out
 
 
-def contradicted(summary, rounds):
-    """{impl: (main-run ratio, rounds' median ratio)} where the two are more than DISAGREE apart: a slow
-    spell during one of them, so the main run's figure is not a finding."""
-    got, out = speeds(summary, rounds), {}
-    ok = summary[summary["status"] == "ok"]
-    ref = ok[ok["impl"] == REFERENCE]
-    if ref.empty or rounds.empty:
-        return out
-    for r in ok.to_dict("records"):
-        main = r["chars_per_s"] / float(ref["chars_per_s"].iloc[0])
-        rounds_ratio = got.get(r["impl"], (None, None, ""))[1]
-        if rounds_ratio and main and max(main / rounds_ratio, rounds_ratio / main) > DISAGREE:
-            out[r["impl"]] = (main, rounds_ratio)
-    return out
+def busiest(*frames):
+    """The most cores other processes kept busy around any worker of these tables, or None."""
+    loads = [others_busy(r) for df in frames if not df.empty for r in df.to_dict("records")]
+    loads = [x for x in loads if x is not None]
+    return max(loads) if loads else None
 
 
 def loss_spread(steps, first=10, keras=None):
@@ -281,28 +288,45 @@ def loss_spread(steps, first=10, keras=None):
     return float((wide.max(axis=1) - wide.min(axis=1)).max()) if wide.shape[1] > 1 else None
 
 
-def findings(summary, rounds, steps):
-    """Two to four sentences taken from the figures: the fastest and slowest implementations and their
-    ratios (the rounds' medians where there were rounds), where the main table and the rounds disagree,
-    whether the loss curves agree, and which figures were taken on a busy machine."""
+def findings(summary, rounds, steps, env=None):
+    """Sentences taken from the figures. A busy run (a worker beside more than BUSY_CORES busy cores,
+    or the machine busy before the run) opens with a warning that it cannot be trusted instead of
+    the fastest row; else the fastest and slowest rows and every ratio with its interval and verdict
+    (the rounds, the one source). Then the rows the self-checks broke, whether the loss curves agree,
+    and the machine's load."""
+    env = env or {}
     got = {k: v for k, v in speeds(summary, rounds).items() if not missing(v[0])}
-    if not got:
-        return ["**Findings.** No implementation finished, so there is nothing to report; see the status column."]
-    busy, doubt = busy_impls(summary, rounds), contradicted(summary, rounds)
-    mark = lambda impl: " (busy machine)" if impl in busy else ""  # noqa: E731
-    order = sorted(got, key=lambda k: -got[k][0])
-    best, worst = order[0], order[-1]
-    source = "the medians of the interleaved rounds" if not rounds.empty else "single runs (no rounds: less sure)"
-    text = [f"**Findings.** Fastest: `{best}` at {fmt(got[best][0])} chars/s{mark(best)}"
-            + (f"; slowest: `{worst}` at {fmt(got[worst][0])}{mark(worst)}, {got[best][0] / got[worst][0]:.1f}x "
-               f"slower" if worst != best else "") + f" ({source})."]
-    ratios = [f"`{k}` {got[k][1]:.2f}x" for k in order if got[k][1] and k != REFERENCE]
-    if ratios:
-        text.append(f"Against {REFERENCE}: " + ", ".join(ratios) + ".")
-    if doubt:
-        text.append("The main table and the rounds disagree by more than "
-                    f"{DISAGREE:g}x for " + ", ".join(f"`{k}` ({a:.2f}x against {b:.2f}x)" for k, (a, b) in doubt.items())
-                    + ": a slow spell hit one of them, so those main-table ratios are not findings; quote the rounds.")
+    figures, floor = throughput_figures(rounds)
+    busy = busy_impls(summary, rounds)
+    before = (env.get("run") or {}).get("busy_before_run")
+    busy_run = bool(busy) or (not missing(before) and before > BUSY_CORES)
+    text = ["**Findings.**"]
+    if busy_run:
+        where = [f"`{k}` ({v})" for k, v in busy.items()]
+        if not missing(before) and before > BUSY_CORES:
+            where.insert(0, f"the machine before the run ({before:.2f} busy cores)")
+        text.append(f"**This run cannot be trusted:** other processes kept more than {BUSY_CORES:g} cores busy "
+                    "beside " + ", ".join(where) + ", so its speeds say more about the machine than about the "
+                    "implementations. Run it again on a quiet machine before quoting any figure below.")
+    elif not got:
+        text.append("No implementation finished and passed its checks, so there is no speed to report; "
+                    "see the status column.")
+    else:
+        order = sorted(got, key=lambda k: -got[k][0])
+        best, worst = order[0], order[-1]
+        text.append(f"Fastest: `{best}` at {fmt(got[best][0])} chars/s"
+                    + (f"; slowest: `{worst}` at {fmt(got[worst][0])}, {got[best][0] / got[worst][0]:.1f}x slower"
+                       if worst != best else "") + f" (medians of {int(rounds['round'].max())} interleaved rounds).")
+        ratios = [f"`{k}` {interval(figures[k])}" + (" (no measurable difference)"
+                                                     if figures[k].verdict == "no measurable difference" else "")
+                  for k in order if k != REFERENCE and not missing(got[k][1])]
+        if ratios:
+            text.append(f"Against {REFERENCE} ({LEVEL:.0%} intervals): " + ", ".join(ratios) + ".")
+        text.append(noise_sentence(floor))
+    broken = summary[summary["status"].astype(str).str.startswith("broken")] if not summary.empty else summary
+    if not broken.empty:
+        text.append("Broken, so not findings: " + "; ".join(
+            f"`{r['impl']}` ({r['status'][len('broken: '):]})" for r in broken.to_dict("records")) + ".")
     spread = loss_spread(steps)
     within = [s for s in (loss_spread(steps, keras=False), loss_spread(steps, keras=True)) if s is not None]
     if spread is not None and spread < LOSS_AGREE:
@@ -316,20 +340,26 @@ def findings(summary, rounds, steps):
     if not any(c in summary for c in ("others_busy_cores", "others_busy_cores_before")):
         text.append("This run did not record the machine's load, so a busy spell cannot be told from a slow "
                     "implementation.")
-    elif busy:
-        text.append(f"Taken on a busy machine (other processes kept more than {BUSY_CORES:g} cores busy; marked "
-                    "⚠): " + ", ".join(f"`{k}` ({v})" for k, v in busy.items())
-                    + "; their figures say more about the machine than about the implementation.")
-    else:
-        loads = [others_busy(r) for r in summary.to_dict("records") if others_busy(r) is not None]
+    elif not busy_run:
         text.append(f"No figure was taken on a busy machine (other processes kept at most "
-                    f"{max(loads, default=0):.1f} cores busy around any worker).")
+                    f"{fmt(busiest(summary, rounds), '.2f')} cores busy around any worker).")
     return [" ".join(text)]
+
+
+def noise_sentence(floor):
+    """What the reference against itself says: the noise floor, or that this run has none."""
+    if floor is None:
+        return (f"No noise floor: {REFERENCE} did not run twice in two or more rounds, so no difference can be "
+                "told from the noise of the machine.")
+    ratio, lo, hi, f = floor
+    return (f"Noise floor: {REFERENCE} against itself (a second process in every round) measured {ratio:.2f}x "
+            f"({lo:.2f}–{hi:.2f}), so a ratio whose interval reaches within {f:.0%} of 1.00x is called "
+            f"\"no measurable difference\".")
 
 
 def sweep_doubts(sweep, summary, rounds):
     """{impl: reason} for the sweep rows that cannot be read as findings: taken on a busy machine, or
-    the sweep's figure at the run's hidden size more than DISAGREE away from the rounds' (or main run's)."""
+    the sweep's figure at the run's hidden size more than DISAGREE away from the rounds'."""
     out = {}
     for impl, group in sweep.groupby("impl", sort=False):
         loads = [others_busy(r) for r in group.to_dict("records") if is_busy(r)]
@@ -349,52 +379,68 @@ def sweep_doubts(sweep, summary, rounds):
 # ---------------------------------------------------------------------------------------------
 # Interleaved rounds: ratios taken within a round, so a slow spell hits both sides
 
-def rounds_section(rounds):
-    """The rounds table: per implementation its chars/s in each round, the median, and the median of
-    its per-round ratios to REFERENCE (benchmarks/run.py, rounds.csv)."""
+def rounds_section(rounds, env=None):
+    """The rounds table, every throughput figure's source: per implementation its chars/s in each
+    round, the median, the median of its per-round ratios to REFERENCE with the 95 % bootstrap
+    interval and verdict, its timed steps, and the noise floor (benchmarks/run.py, rounds.csv)."""
     if rounds.empty:
         return []
+    run = (env or {}).get("run", {})
+    figures, floor = throughput_figures(rounds)
     n = int(rounds["round"].max())
     rows = []
     for impl, group in rounds.groupby("impl", sort=False):
         ok = group[group["status"] == "ok"]
         speeds = {int(r["round"]): fmt(r["chars_per_s"]) for r in ok.to_dict("records")}
-        ratios = ok["ratio"].dropna()
         busy = [str(int(r["round"])) for r in group.to_dict("records") if is_busy(r)]
+        t = figures.get(impl)
+        if impl == NOISE and floor:
+            ratio, verdict = f"{floor[0]:.2f}x ({floor[1]:.2f}–{floor[2]:.2f})", "the noise floor"
+        else:
+            ratio, verdict = interval(t), (t.verdict if t else "")
         rows.append({"impl": f"`{impl}`", **{k: speeds.get(k, "–") for k in range(1, n + 1)},
                      "busy": ", ".join(busy) if busy else "none" if "others_busy_cores" in rounds else "not recorded",
-                     "median": fmt(ok["chars_per_s"].median()) if not ok.empty else "–",
-                     "ratio": fmt(ratios.median(), ".2f", "x") if not ratios.empty else "–",
-                     "range": f"{fmt(ratios.min(), '.2f')}–{fmt(ratios.max(), '.2f')}" if not ratios.empty else "–"})
+                     "median": fmt(ok["chars_per_s"].median()) if not ok.empty else "–", "ratio": ratio,
+                     "verdict": verdict, "steps": fmt(ok["timed_steps"].median(), ".0f") if "timed_steps" in ok
+                     and not ok.empty else "–"})
     return ["", "### Throughput in interleaved rounds", "",
-            f"After the main runs, every implementation ran again in a fresh process, one after the other, "
-            f"{n} times over (warm-up steps left out, then a few timed steps; median step). On a shared "
-            f"machine a slow spell can last longer than one implementation's main run and so favour "
-            f"whichever ran in a quiet one; here each ratio to {REFERENCE} is taken within one round, from "
-            f"runs a few seconds apart, and the median over rounds is the figure to quote.", "",
+            f"Every throughput in this report, its plot and the README's table comes from here. After the main "
+            f"runs, every implementation that passed its checks ran again in a fresh process, {n} times over, in "
+            f"an order shuffled anew each round (seed {run.get('rounds_seed', '?')}, recorded in rounds.csv's "
+            f"position column), with {REFERENCE} run twice per round (`{NOISE}`): warm-up steps left out, then "
+            f"at most {run.get('round_iters', '?')} timed steps or {run.get('budget', '?')} s (median step). Each "
+            f"ratio to {REFERENCE} is taken within one round, from runs seconds apart; its {LEVEL:.0%} interval "
+            f"resamples the rounds (bootstrap, 10,000 resamples, fixed seed). " + noise_sentence(floor), "",
             md_table(rows, [("impl", "implementation")] + [(k, f"round {k} chars/s") for k in range(1, n + 1)]
-                     + [("median", "median chars/s"), ("ratio", f"median ratio to {REFERENCE}"),
-                        ("range", "ratio range"), ("busy", "rounds on a busy machine")]), ""]
+                     + [("median", "median chars/s"), ("ratio", f"ratio to {REFERENCE} ({LEVEL:.0%} interval)"),
+                        ("verdict", "verdict"), ("steps", "timed steps per round (median)"),
+                        ("busy", "rounds on a busy machine")]), ""]
 
 
 # ---------------------------------------------------------------------------------------------
 # The lesson against the tuned code, and Keras 3's backends
 
 def speeds(summary, rounds):
-    """{impl: (chars/s, ratio to REFERENCE, source)}: the rounds' medians where the rounds measured
-    an implementation (ratios taken within a round), else the main run's figure."""
-    out = {}
-    ok = summary[summary["status"] == "ok"]
-    ref = ok[ok["impl"] == REFERENCE]
-    ref_speed = float(ref["chars_per_s"].iloc[0]) if not ref.empty else None
-    for r in ok.to_dict("records"):
-        out[r["impl"]] = (r["chars_per_s"], r["chars_per_s"] / ref_speed if ref_speed else None, "main run")
-    if not rounds.empty:
-        for impl, group in rounds[rounds["status"] == "ok"].groupby("impl"):
-            ratios = group["ratio"].dropna()
-            out[impl] = (group["chars_per_s"].median(), ratios.median() if not ratios.empty else None,
-                         f"median of {len(group)} rounds")
-    return out
+    """{impl: (chars/s, ratio to REFERENCE, source)} of the rows that passed their checks, from the
+    rounds alone (benchmarks/stats.py): the one set of throughput figures."""
+    figures, _ = throughput_figures(rounds)
+    ok = set(summary[summary["status"] == "ok"]["impl"]) if not summary.empty else set()
+    return {k: (t.chars_per_s, t.ratio, f"median of {t.rounds} rounds") for k, t in figures.items() if k in ok}
+
+
+def throughput_figures(rounds):
+    """benchmarks.stats.throughput of rounds.csv: ({impl: Throughput}, noise floor or None)."""
+    if rounds.empty:
+        return {}, None
+    rows = rounds.astype(object).where(rounds.notna(), None).to_dict("records")
+    return throughput(rows, REFERENCE)
+
+
+def interval(t):
+    """'0.55x (0.54–0.56)': a ratio and its 95 % interval, or '–'."""
+    if t is None or missing(t.ratio):
+        return "–"
+    return f"{t.ratio:.2f}x" + ("" if missing(t.lo) else f" ({t.lo:.2f}–{t.hi:.2f})")
 
 
 def lesson_section(summary, rounds):
@@ -624,6 +670,28 @@ def roofline_section(env, ceilings, rates):
 # ---------------------------------------------------------------------------------------------
 # The report
 
+def what_ran(summary, rounds, run):
+    """The header's account of the work: the steps every row trained and was compared at, and the
+    steps each row timed in the rounds, and why fewer than asked."""
+    if summary.empty:
+        return ""
+    c = summary.iloc[0]
+    total = int(c["iters"]) + int(c["warmup"]) + 1 if not missing(c.get("iters")) else "?"
+    text = (f"**Compared:** every implementation trained the same {total} steps (the first, {c.get('warmup')} "
+            f"warm-up and {c.get('iters')} more) in its main run, whatever they cost; losses, curves and the "
+            f"final validation are compared at step {total - 1 if isinstance(total, int) else '?'}.")
+    if rounds.empty:
+        return text + " **Timed:** no rounds were run, so this report has no throughput."
+    figures, _ = throughput_figures(rounds)
+    n = int(rounds["round"].max())
+    timed = ", ".join(f"`{k}` {fmt(t.timed_steps, '.0f')}" + (f" ({t.capped} of {t.rounds} rounds stopped by "
+                                                              f"the {run.get('budget', '?')} s budget)" if t.capped else "")
+                      for k, t in figures.items())
+    return text + (f" **Timed:** throughput from {n} interleaved rounds of fresh processes (the reference twice "
+                   f"per round), each {c.get('warmup')} warm-up steps and then at most {run.get('round_iters', '?')} "
+                   f"timed steps or {run.get('budget', '?')} s; timed steps per round (median): {timed}.")
+
+
 HOW_TO_READ = """\
 Each implementation (a framework and a path: `layer` is the library's own LSTM, `cell` the gate
 equations written out plainly in that framework's operations (the lesson, `model.py`), `fast` the
@@ -634,9 +702,10 @@ number of threads. So:
 - **The loss curves should lie on top of each other.** Same weights, same data, same optimizer
   settings: any visible gap is a bug, not a framework trait (tiny float32 differences aside).
 - **Throughput** is characters per second during training (forward, backward and optimizer step),
-  from the median step time; the whiskers show the 10th and 90th percentile step times, i.e. how
-  steady the step is. Higher is better. The machine may have been shared: compare implementations
-  within one report rather than across reports.
+  from the median step time of fresh processes run in shuffled, interleaved rounds; each ratio to
+  torch-layer carries a 95 % interval over the rounds, and a ratio whose interval reaches into the
+  noise floor (torch-layer against a second torch-layer process) is "no measurable difference".
+  Higher is better. Compare implementations within one report rather than across reports.
 - **Time to first step** is what you wait before training starts: importing the framework,
   building the model and the first step, which includes tracing/compiling where the framework
   does that (Keras' `tf.function`).
@@ -681,7 +750,7 @@ def write_report(out):
 
     images = {
         "loss": plot_losses(steps, out),
-        "throughput": plot_throughput(summary, out),
+        "throughput": plot_throughput(summary, rounds, out),
         "sweep": plot_sweep(sweep, out),
         "first": plot_bars(summary, "time_to_first_step_s", "seconds",
                            "Time to first step (import + build + first train_step)", out, "first_step.png"),
@@ -700,59 +769,50 @@ def write_report(out):
         f"Character-level LSTM, V={c.get('vocab_size')} H={c.get('hidden_size')} L={c.get('num_layers')} "
         f"B={c.get('batch_size')} T={c.get('seq_length')}, {c.get('dtype')}, {c.get('optimizer')} "
         f"(lr {c.get('learning_rate')}, clip {c.get('clip_norm')}), corpus `{run.get('corpus', '?')}`; "
-        f"{c.get('iters')} timed steps after the first step and {c.get('warmup')} warm-up steps; "
         f"{c.get('threads')} threads on {cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} cores); "
-        f"{env.get('date', '')}.")
-    md += ["", *findings(summary, rounds, steps)]
+        f"{env.get('date', '')}. " + what_ran(summary, rounds, run))
+    md += ["", *findings(summary, rounds, steps, env)]
     md += ["", "## How to read this", "", HOW_TO_READ]
 
-    # Results table
-    ok = summary[summary["status"] == "ok"]
-    ref = ok[ok["impl"] == REFERENCE]
-    ref_speed = float(ref["chars_per_s"].iloc[0]) if not ref.empty else None
-    doubt = contradicted(summary, rounds)
+    # Results table: throughput from the rounds, everything else from the main runs
+    figures, _ = throughput_figures(rounds)
     rows = []
     for r in summary.to_dict("records"):
+        t = figures.get(r["impl"]) if r.get("status") == "ok" else None
         rows.append({
-            "impl": f"`{r['impl']}`" + (" ⚠" if is_busy(r) else ""), "chars": fmt(r.get("chars_per_s")),
-            "ratio": (fmt(r["chars_per_s"] / ref_speed, ".2f", "x") if ref_speed and not missing(r.get("chars_per_s")) else "–")
-            + (f" (rounds: {doubt[r['impl']][1]:.2f}x)" if r["impl"] in doubt else ""),
-            "ms": fmt(r.get("step_ms_median"), ".1f"),
-            "spread": f"{fmt(r.get('step_ms_p10'), '.1f')}–{fmt(r.get('step_ms_p90'), '.1f')}",
+            "impl": f"`{r['impl']}`" + (" ⚠" if is_busy(r) else ""), "chars": fmt(t.chars_per_s) if t else "–",
+            "ratio": interval(t), "verdict": t.verdict if t else "", "ms": fmt(t.step_ms, ".1f") if t else "–",
             "first": fmt(r.get("time_to_first_step_s"), ".1f"), "rss": fmt(r.get("peak_rss_mb")),
             "faults": fmt(r.get("page_faults_per_step")), "sys": fmt(r.get("system_ms_per_step"), ".1f"),
-            **{k: share(r["chars_per_s"] * r["flops_per_char"] / 1e9 if not missing(r.get("chars_per_s")) else None,
-                        ceilings, k) for k in CEILING_TITLES},
+            **{k: share(t.chars_per_s * r["flops_per_char"] / 1e9 if t else None, ceilings, k) for k in CEILING_TITLES},
             "loss": fmt(r.get("final_loss"), ".4f"), "val": fmt(r.get("final_val_loss"), ".4f"),
+            "numpy": fmt(r.get("numpy_val_loss"), ".4f"), "step": fmt(r.get("final_step"), ".0f"),
             "device": r.get("device", ""), "status": r.get("status", ""),
         })
     md += ["## Results", "", md_table(rows, [
-        ("impl", "implementation"), ("chars", "chars/s"), ("ratio", f"vs {REFERENCE}"),
-        ("ms", "step ms (median)"), ("spread", "step ms p10–p90"), ("first", "first step s"),
+        ("impl", "implementation"), ("chars", "chars/s"), ("ratio", f"vs {REFERENCE} ({LEVEL:.0%} interval)"),
+        ("verdict", "verdict"), ("ms", "step ms (median)"), ("first", "first step s"),
         ("rss", "peak RSS MB"), ("faults", "page faults / step"), ("sys", "kernel ms / step"),
-        *CEILING_TITLES.items(), ("loss", "final loss"), ("val", "final val loss"), ("device", "device"), ("status", "status")]), ""]
+        *CEILING_TITLES.items(), ("loss", "final loss"), ("step", "final step"),
+        ("val", "final val loss"), ("numpy", "numpy's val loss"), ("device", "device"), ("status", "status")]), ""]
     md.append(
-        f"chars/s = B x T / median step time. \"vs {REFERENCE}\" is each throughput divided by "
-        f"{REFERENCE}'s" + ("" if ref_speed else f" (no {REFERENCE} result in this run, so no ratios)")
-        + ". Final loss is the mean training loss over the last 10 % of the steps (at most 20); "
-        "before any figure is written the loss is checked to be finite and falling (final below the "
-        "first step's), and a run that fails the check, crashes or times out has its reason in the "
-        "status column instead of figures. Page faults and kernel (system) time per step are the "
-        "worker's own over the timed steps: with the machine's allocator a framework can spend a "
+        f"chars/s, step ms and \"vs {REFERENCE}\" are the interleaved rounds' (below), the one set of "
+        "throughput figures. Every other column is the main run's: every row trained the same steps from "
+        "the same weights on the same batches, and its final loss (the mean training loss over the last "
+        "10 % of the steps, at most 20) and final validation loss are both taken at that same last step. "
+        "Before any figure is published each row is checked: the loss finite and falling; its final "
+        "weights re-scored by numpy's forward on the same validation batches (\"numpy's val loss\"; more "
+        f"than {VAL_TOLERANCE:g} apart, float32 rounding's margin, and the row is broken); a final "
+        "validation at the last step; and its sample tested against what those weights write "
+        f"(benchmarks/checks.py). A row that fails, crashes or times out has its reason in the status "
+        "column, no throughput and no place in the findings. Page faults and kernel (system) time per step "
+        "are the main run's over its timed steps: with the machine's allocator a framework can spend a "
         "third of its step having the kernel hand it fresh zeroed pages, and whether it does "
         "changes from one process to the next; this run's allocator: "
         + allocator(env) + f". ⚠: other processes kept more than {BUSY_CORES:g} cores busy just before or "
-        "while this row ran (summary.csv's others_busy_cores); \"(rounds: ...)\": the interleaved rounds "
-        f"measured a ratio more than {DISAGREE:g}x away, and the rounds' figure is the one to quote.")
+        "while this row's main run went (summary.csv's others_busy_cores).")
     md += ["", image("throughput", "throughput per implementation")]
-    capped = summary[summary.get("capped_by_budget", pd.Series(dtype=str)).astype(str) == "yes"] \
-        if "capped_by_budget" in summary else summary.iloc[0:0]
-    if not capped.empty:
-        md.append("\nCapped by time (`--budget`, so that a slow row does not stretch the run): " + ", ".join(
-            f"`{r['impl']}` ran {int(r['timed_steps'])} of {int(r['iters'])} timed steps"
-            for r in capped.to_dict("records")) + "; their figures are medians of those steps, and their "
-            "loss curves end earlier.")
-    md += rounds_section(rounds)
+    md += rounds_section(rounds, env)
     md += lesson_section(summary, rounds)
     md += backends_section(summary, rounds)
 
@@ -856,10 +916,20 @@ def write_report(out):
     # Samples
     if samples:
         md += ["## Generated text", "",
-               "A short sample from each implementation after its run (temperature 0.8, the config's "
-               "seed): after a few hundred steps expect Shakespeare-shaped noise, not Shakespeare.", ""]
+               "A short sample from each implementation after its main run (from a newline, temperature 0.8, "
+               "the config's seed): after a few hundred steps expect Shakespeare-shaped noise, not Shakespeare. "
+               "One seeded draw from an early model can wander into a state it never learned (a rare first "
+               "character, then near-flat odds over capitals and symbols) and stay there; whether the text is "
+               "what the row's final weights write is tested, not judged by eye: z is the sample's surprise "
+               "under numpy's forward of those weights (about 0 for their own text, far below 0 for any "
+               "other; broken below the self-check's limit), and nats/char its mean cross-entropy there. Rows "
+               "with the same arithmetic after the same steps write the same text.", ""]
+        checks = {r["impl"]: r for r in summary.to_dict("records")}
         for impl, text in samples.items():
-            md += [f"**{impl}**", "", "```", text.replace("```", "'''"), "```", ""]
+            r = checks.get(impl, {})
+            said = (f" (z = {r['sample_z']:.1f}, {r['sample_nll']:.2f} nats/char under numpy's forward)"
+                    if not missing(r.get("sample_z")) else "")
+            md += [f"**{impl}**{said}", "", "```", text.replace("```", "'''"), "```", ""]
 
     md += ["## Optimizers: where the formulas differ", "", OPTIMIZER_NOTES]
 
@@ -900,12 +970,47 @@ def write_report(out):
     return out / "REPORT.md"
 
 
+# What each row is, for the README's table (readme_table)
+WHAT_IT_IS = {
+    "torch-layer": "`nn.LSTM`", "torch-cell": "the lesson's `nn.Module` cell",
+    "numpy-cell": "the lesson: backward by hand", "numpy-fast": "the tuned numpy (`numpy_impl/fast.py`)",
+    "keras-fast@tensorflow": "the TensorFlow-tuned cell (`keras_impl/fast.py`)",
+    **{f"keras-layer@{b}": f"`keras.layers.LSTM` on {n}" for b, n in
+       (("tensorflow", "TensorFlow"), ("jax", "JAX"), ("torch", "PyTorch"))},
+    **{f"keras-cell@{b}": f"the lesson's Keras cell on {n}" for b, n in
+       (("tensorflow", "TensorFlow"), ("jax", "JAX"), ("torch", "PyTorch"))},
+}
+
+
+def readme_table(out):
+    """The README's "Findings at a glance" table, from DIR's rounds (the report's own figures): every
+    row that passed its checks, fastest first, with its ratio, interval and first step."""
+    out = Path(out)
+    summary, rounds = read_csv(out / "summary.csv"), read_csv(out / "rounds.csv")
+    figures, _ = throughput_figures(rounds)
+    first = dict(zip(summary["impl"], summary["time_to_first_step_s"])) if not summary.empty else {}
+    got = speeds(summary, rounds)
+    rows = [{"impl": f"`{k}`", "what": WHAT_IT_IS.get(k, ""), "chars": fmt(figures[k].chars_per_s),
+             "ratio": interval(figures[k]), "verdict": figures[k].verdict, "first": fmt(first.get(k), ".1f")}
+            for k in sorted(got, key=lambda k: -got[k][0])]
+    return md_table(rows, [("impl", "implementation"), ("what", "what it is"), ("chars", "chars/s"),
+                           ("ratio", f"vs {REFERENCE} ({LEVEL:.0%} interval)"), ("verdict", "verdict"),
+                           ("first", "first step s")])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.report",
                                 description="Write DIR/REPORT.md and its PNG plots from the benchmark's CSV files.")
     p.add_argument("dir", help="the folder benchmarks.run wrote (e.g. results)")
+    p.add_argument("--readme-table", action="store_true",
+                   help="print the README's findings table from DIR's rounds instead (the report's own figures)")
     args = p.parse_args(argv)
     try:
+        if args.readme_table:
+            if not (Path(args.dir) / "summary.csv").exists():
+                raise FileNotFoundError(f"no summary.csv in {args.dir}; run `python -m benchmarks.run --out {args.dir}` first.")
+            print(readme_table(args.dir))
+            return 0
         path = write_report(args.dir)
     except (FileNotFoundError, json.JSONDecodeError, pd.errors.ParserError, RosettaError) as e:
         print(f"python -m benchmarks.report: error: {e}", file=sys.stderr)

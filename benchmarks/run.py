@@ -1,26 +1,38 @@
 """The benchmark: every implementation trained on the same workload, each in its own process.
 
-    python -m benchmarks.run                      # the reference run, 10-15 minutes on 2 cores
-    python -m benchmarks.run --quick --out bench-quick            # a minute or two (README)
+    python -m benchmarks.run                      # the reference run, about 15 minutes on 2 cores
+    python -m benchmarks.run --quick --out bench-quick            # a few minutes (README)
     python -m benchmarks.run --frameworks torch --paths layer --iters 50 --hidden-size 512
     python -m benchmarks.report results           # then REPORT.md from the CSVs
 
 An implementation is a framework and one of its paths (numpy-cell, numpy-fast, torch-layer,
 torch-cell, torch-fast, keras-layer, keras-cell, keras-fast), and for Keras one of its backends
-(keras-layer@jax: the same keras_impl code on JAX; "fast" is TensorFlow's only). Each runs in a fresh `python -m benchmarks.worker` process with the same
-thread count, the same batches (common.corpus + common.batches) and the same initial weights
-(common.weights.init_weights from the config seed); run.py relays its progress and collects its
-JSON. One implementation failing (a missing package, a crash, a non-finite loss, a timeout) is
-recorded in summary.csv's status and the others still run. Written to --out:
+(keras-layer@jax: the same keras_impl code on JAX; "fast" is TensorFlow's only). Each runs in a
+fresh `python -m benchmarks.worker` process with the same thread count, the same batches
+(common.corpus + common.batches) and the same initial weights (common.weights.init_weights from the
+config seed); run.py relays its progress and collects its JSON. One implementation failing (a
+missing package, a crash, a non-finite loss, a timeout) is recorded in summary.csv's status and the
+others still run. Two phases:
 
-    steps.csv         one row per training step: impl, framework, path, step, phase, loss,
+    main runs   every implementation trains the same 1 + warmup + iters steps, never cut by time:
+                the losses, curves and the final validation (always at the last step) are compared
+                there. Its final weights are then re-scored by numpy's forward and its sample tested
+                against them (benchmarks/checks.py); a row that fails is "broken: <why>".
+    rounds      throughput: every implementation that passed, again in a fresh process, `rounds`
+                times, each round in an order shuffled with (--rounds-seed, round), the reference
+                twice (NOISE: the noise floor); warmup + at most round_iters timed steps, cut after
+                --budget seconds. Every throughput figure comes from here (benchmarks/stats.py).
+
+Written to --out:
+
+    steps.csv         one row per main-run training step: impl, framework, path, step, phase, loss,
                       step_time_s, val_loss (where measured)
-    summary.csv       one row per implementation: throughput, step-time percentiles, time to
-                      first step, peak memory, FLOPs per character, share of the matmul peak, losses
+    summary.csv       one row per implementation: the main run's losses, validation, checks, time to
+                      first step, memory; the rounds' throughput, ratio to torch-layer with its 95 %
+                      interval and verdict, timed steps per round
     sweep.csv         throughput against hidden size (short runs, throughput only)
-    rounds.csv        throughput in interleaved rounds: every implementation again in a fresh
-                      process, one after the other, `rounds` times; a ratio to torch-layer is taken
-                      within each round, so a slow spell of a shared machine hits both sides
+    rounds.csv        one row per process of the rounds, in the order it ran (position); a ratio to
+                      torch-layer is taken within each round, so a slow spell hits both sides
 
 summary.csv, rounds.csv and sweep.csv carry the machine's load around each worker (LOAD_COLUMNS):
 the load average before and after, and the cores other processes kept busy just before it started
@@ -49,7 +61,11 @@ from pathlib import Path
 
 import numpy as np
 
+import random
+
 from benchmarks import flops, roofline
+from benchmarks.checks import self_check
+from benchmarks.stats import again, throughput
 from benchmarks.worker import MALLOC_CHOICES, malloc_env, thread_env
 from common.batches import Batches, split
 from common.config import Config, add_config_args
@@ -60,14 +76,19 @@ from common.runtime import busy_cores, cpu_times
 ROOT = Path(__file__).resolve().parents[1]
 
 # Defaults of the reference run and of --quick; a flag given on the command line wins over both.
-DEFAULTS = {  # reference run: ~15 min on 2 idle cores for its 12 rows; --quick: README: Benchmark options
-    "iters": (1000, 20), "warmup": (5, 2), "hidden_size": (256, 128), "num_layers": (2, 2),
+DEFAULTS = {  # reference run: ~15 min on 2 idle cores for its 11 rows; --quick: README: Benchmark options
+    # main runs: 1 + warmup + iters steps each, all of them, whatever they cost (no time cap): the
+    # losses, curves and final validation every row is compared at (about 5 min for the 11 rows)
+    "iters": (300, 20), "warmup": (5, 2), "hidden_size": (256, 128), "num_layers": (2, 2),
     "batch_size": (32, 32), "seq_length": (64, 64), "val_every": (100, 10),
     "sweep_hidden": ("64,128,256,512", ""), "sweep_iters": (10, 5),
-    "gemm_size": (2048, 512), "rounds": (3, 1), "round_iters": (20, 5),
-    # seconds of timed steps after which a row stops (at least 3 steps): a slow row is capped by
-    # time, so that the run's length does not grow with its slowest row; the report says which
-    "budget": (30.0, 2.0), "round_budget": (5.0, 1.0), "sweep_budget": (4.0, 2.0),
+    # the rounds: every row's throughput, 5 fresh processes each (and the reference twice per round)
+    # of warmup + at most round_iters timed steps, about 6 s a process: about 6 min for 12 a round
+    "gemm_size": (2048, 512), "rounds": (5, 5), "round_iters": (20, 5),
+    # seconds of timed steps after which a round's process stops (at least 3 steps): a slow row's
+    # throughput is measured over fewer steps, so that the run does not grow with its slowest row;
+    # the losses of the main runs are never cut (the report says how many steps each row timed)
+    "budget": (5.0, 1.0), "sweep_budget": (4.0, 2.0),
     # char-rnn's rate, lower than the command line's 1e-2: Keras' Adam puts epsilon outside the bias
     # correction, and at 1e-2 that alone moves its loss 2e-3 from the others within 8 steps (1e-4 here)
     "learning_rate": (2e-3, 2e-3),
@@ -78,18 +99,20 @@ DEFAULTS = {  # reference run: ~15 min on 2 idle cores for its 12 rows; --quick:
 LOAD_COLUMNS = ["load1_before", "load1_after", "others_busy_cores_before", "others_busy_cores"]
 BUSY_CORES = 0.3  # others kept more than this many cores busy: the figure was taken on a busy machine
 SUMMARY_COLUMNS = [
-    "impl", "framework", "path", "backend", "status", "chars_per_s", "step_ms_median", "step_ms_p10",
-    "step_ms_p90", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb",
-    "peak_rss_mb", "page_faults_per_step", "system_ms_per_step", "flops_per_char", "peak_fraction", "first_loss", "final_loss", "final_val_loss", "device", "vocab_size", "hidden_size",
+    "impl", "framework", "path", "backend", "status", "chars_per_s", "step_ms_median", "time_to_first_step_s", "idle_rss_mb", "warm_rss_mb", "timed_peak_rss_mb",
+    "peak_rss_mb", "page_faults_per_step", "system_ms_per_step", "flops_per_char", "peak_fraction", "first_loss",
+    "final_loss", "final_val_loss", "final_step", "numpy_val_loss", "sample_nll", "sample_z", "check",
+    "ratio", "ratio_lo", "ratio_hi", "verdict", "rounds_ok", "device", "vocab_size", "hidden_size",
     "num_layers", "batch_size", "seq_length", "dtype", "optimizer", "learning_rate", "clip_norm",
     "threads", "iters", "warmup", "timed_steps", "capped_by_budget", *LOAD_COLUMNS]
 STEPS_COLUMNS = ["impl", "framework", "path", "step", "phase", "loss", "step_time_s", "val_loss"]
 SWEEP_COLUMNS = ["impl", "framework", "path", "hidden_size", "chars_per_s", "step_ms_median",
                  "timed_steps", "status", "device", *LOAD_COLUMNS]  # the load of the worker that ran the sweep too
 GEMM_COLUMNS = ["lib", "n", "threads", "reps", "median_s", "gflops", "status"]
-ROUNDS_COLUMNS = ["round", "impl", "chars_per_s", "step_ms_median", "ratio", "status", "device", *LOAD_COLUMNS]
-SHORT = 100  # a run of fewer timed steps than this (and no --rounds) gets one round, not three
+ROUNDS_COLUMNS = ["round", "position", "impl", "chars_per_s", "step_ms_median", "ratio", "timed_steps",
+                  "capped_by_budget", "status", "device", *LOAD_COLUMNS]
 REFERENCE = "torch-layer"  # throughput ratios are against this implementation (here and in the report)
+NOISE = again(REFERENCE)  # the reference's second process in each round: the noise floor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,9 +178,11 @@ def build_parser():
     p.add_argument("--keras-backends", type=names, default=",".join(KERAS_BACKENDS),
                    help="comma-separated Keras 3 backends, a row each per path: "
                         f"{', '.join(KERAS_BACKENDS)}; fast runs on tensorflow only (default %(default)s)")
-    p.add_argument("--iters", type=whole(1), default=None, help=f"timed training steps {q('iters')}")
+    p.add_argument("--iters", type=whole(1), default=None,
+                   help=f"training steps of every main run after the first and warm-up steps, all run whatever "
+                        f"they cost: the losses and final validation compared {q('iters')}")
     p.add_argument("--warmup", type=whole(0), default=None,
-                   help=f"steps after the first one, left out of the timing {q('warmup')}")
+                   help=f"steps after the first one, left out of the timing (main runs and rounds) {q('warmup')}")
     p.add_argument("--hidden-size", type=whole(1), default=None, help=f"LSTM units per layer {q('hidden_size')}")
     p.add_argument("--num-layers", type=whole(1), default=None, help=f"stacked LSTM layers {q('num_layers')}")
     p.add_argument("--batch-size", type=whole(1), default=None, help=f"text streams per batch {q('batch_size')}")
@@ -176,7 +201,7 @@ def build_parser():
                         "do, and every row records its device (default %(default)s)")
     p.add_argument("--corpus", default="tinyshakespeare", help="built-in corpus name or a UTF-8 text file (default %(default)s)")
     p.add_argument("--val-every", type=whole(0), default=None,
-                   help=f"validation loss every K steps and at the end; 0 = none {q('val_every')}")
+                   help=f"validation loss every K steps; 0 = at the end only (always) {q('val_every')}")
     p.add_argument("--val-batches", type=whole(1), default=8,
                    help="validation batches per measurement (the first ones, state carried from zeros) (default %(default)s)")
     p.add_argument("--sweep-hidden", type=sizes, default=None,
@@ -186,14 +211,15 @@ def build_parser():
     p.add_argument("--sweep-budget", type=positive_float, default=None,
                    help=f"seconds of timed steps per sweep size after which it stops (at least 3 steps) {q('sweep_budget')}")
     p.add_argument("--budget", type=positive_float, default=None,
-                   help=f"seconds of timed steps per implementation after which its main run stops "
-                        f"(at least 3 steps; the report names each row it capped) {q('budget')}")
-    p.add_argument("--round-budget", type=positive_float, default=None,
-                   help=f"the same cap for each implementation's run in a round {q('round_budget')}")
+                   help=f"seconds of timed steps after which a round's process stops (at least 3 steps; the "
+                        f"main runs, whose losses are compared, are never cut) {q('budget')}")
     p.add_argument("--rounds", type=whole(0), default=None,
-                   help=f"interleaved throughput rounds after the main runs; 0 = none {q('rounds')}")
+                   help=f"interleaved throughput rounds after the main runs, every throughput figure's source; "
+                        f"0 = none {q('rounds')}")
     p.add_argument("--round-iters", type=whole(1), default=None,
                    help=f"timed steps per implementation and round {q('round_iters')}")
+    p.add_argument("--rounds-seed", type=whole(0), default=0,
+                   help="seed of each round's shuffled order (recorded in environment.json) (default %(default)s)")
     p.add_argument("--gemm-size", type=whole(64), default=None,
                    help=f"n of the (n, n) float32 matrix product that measures the peak {q('gemm_size')}")
     p.add_argument("--sample-length", type=whole(0), default=300,
@@ -202,7 +228,7 @@ def build_parser():
                    help="seconds after which one implementation's process is stopped and recorded as failed (default %(default)s)")
     p.add_argument("--out", default="results", help="folder for the CSV files, environment.json and samples.txt (default %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help="a configuration of a minute or two (smaller, fewer steps, one short round, no sweep)")
+                   help="a configuration of a few minutes (smaller, fewer steps, short rounds, no sweep)")
     return p
 
 
@@ -224,20 +250,15 @@ def make_plan(args):
                                **{k: v for k, v in fields.items() if v is not None}})
     train, val = split(corpus.data)
     Batches(train, config.batch_size, config.seq_length, "train")
-    if args.val_every:
-        Batches(val, config.batch_size, config.seq_length, "validation")
+    Batches(val, config.batch_size, config.seq_length, "validation")  # every main run ends validated
     return {"impls": impls, "config": config, "corpus": corpus, "args": args,
             "train_chars": len(train), "val_chars": len(val)}
 
 
 def scale_to_the_run(args, given):
-    """The rounds and the sweep scale with the run: a short run (fewer than SHORT timed steps) gets one
-    round, and no round or sweep size takes more steps or seconds than a main run; a value given on the
-    command line is kept."""
-    if "rounds" not in given and args.iters < SHORT:
-        args.rounds = min(args.rounds, 1)
-    for name, limit in (("round_iters", args.iters), ("sweep_iters", args.iters), ("round_budget", args.budget),
-                        ("sweep_budget", args.budget)):
+    """The rounds and the sweep scale with the run: no round or sweep size takes more timed steps than
+    a main run, nor a sweep size more seconds than a round; a value given on the command line is kept."""
+    for name, limit in (("round_iters", args.iters), ("sweep_iters", args.iters), ("sweep_budget", args.budget)):
         if name not in given:
             setattr(args, name, min(getattr(args, name), limit))
 
@@ -369,7 +390,9 @@ def smoothed_final(losses):
     return float(np.mean(losses[-window:]))
 
 
-def summary_row(impl, framework, path, result, plan, peak_gflops):
+def summary_row(impl, framework, path, result, plan):
+    """summary.csv's row of one main run: losses, validation, memory, start-up, checked; its
+    throughput comes from the rounds afterwards (add_throughput)."""
     config, args = plan["config"], plan["args"]
     row = {"impl": impl, "framework": framework, "path": path, "backend": backend_of(impl) or "",
            "status": result.get("status", "failed"),
@@ -383,7 +406,7 @@ def summary_row(impl, framework, path, result, plan, peak_gflops):
         row[key] = result.get(key)
     losses = [s["loss"] for s in result.get("steps", [])]
     if result.get("val"):
-        row["final_val_loss"] = result["val"][-1]["val_loss"]
+        row["final_val_loss"], row["final_step"] = result["val"][-1]["val_loss"], result["val"][-1]["step"]
     if losses:
         row["first_loss"], row["final_loss"] = losses[0], smoothed_final(losses)
     if row["status"] != "ok":
@@ -395,16 +418,23 @@ def summary_row(impl, framework, path, result, plan, peak_gflops):
     if not row["final_loss"] < row["first_loss"]:
         row["status"] = (f"failed: loss did not fall (first {row['first_loss']:.4f}, "
                          f"final smoothed {row['final_loss']:.4f})")
-        return row
-    times = np.array([s["step_time_s"] for s in result["steps"] if s["phase"] == "timed"])
-    row["timed_steps"], row["capped_by_budget"] = len(times), "yes" if len(times) < args.iters else "no"
-    median, p10, p90 = np.percentile(times, [50, 10, 90])
-    chars = config.batch_size * config.seq_length
-    row.update(chars_per_s=chars / median, step_ms_median=1e3 * median, step_ms_p10=1e3 * p10,
-               step_ms_p90=1e3 * p90)
-    row["peak_fraction"] = flops.peak_fraction(row["chars_per_s"], row["flops_per_char"],
-                                               peak_gflops * 1e9 if peak_gflops else None)
     return row
+
+
+def add_throughput(summary, rounds, plan, peak_gflops):
+    """Each summary row's throughput from the rounds (benchmarks/stats.py), the one set of figures:
+    median chars/s and step, the ratio to REFERENCE with its 95 % interval and verdict, the rounds
+    it finished, its median timed steps per round and how many rounds the budget capped."""
+    figures, _ = throughput(rounds, REFERENCE)
+    for row in summary:
+        t = figures.get(row["impl"])
+        if t is None or row["status"] != "ok":
+            continue
+        row.update(chars_per_s=t.chars_per_s, step_ms_median=t.step_ms, ratio=t.ratio, ratio_lo=t.lo,
+                   ratio_hi=t.hi, verdict=t.verdict, rounds_ok=t.rounds, timed_steps=t.timed_steps,
+                   capped_by_budget=f"{t.capped} of {t.rounds}")
+        row["peak_fraction"] = flops.peak_fraction(t.chars_per_s, row["flops_per_char"],
+                                                   peak_gflops * 1e9 if peak_gflops else None)
 
 
 def steps_rows(impl, framework, path, result):
@@ -434,16 +464,18 @@ def sweep_rows(impl, framework, path, result, config, asked):
     return rows
 
 
-def round_rows(rnd, results, config):
-    """rounds.csv rows of one round: each implementation's median step, and its ratio to REFERENCE
-    in this same round (None when either side failed)."""
+def round_rows(rnd, results, config, round_iters=None):
+    """rounds.csv rows of one round, in the order they ran: each implementation's median step, its
+    timed steps (capped_by_budget: fewer than round_iters), and its ratio to REFERENCE in this same
+    round (None when either side failed)."""
     chars, rows = config.batch_size * config.seq_length, []
-    for impl, r in results.items():
+    for position, (impl, r) in enumerate(results.items(), 1):
         times = [s["step_time_s"] for s in r.get("steps", []) if s["phase"] == "timed"]
         ok = r.get("status") == "ok" and times and all(np.isfinite([s["loss"] for s in r["steps"]]))
         median = float(np.median(times)) if ok else None
-        rows.append({"round": rnd, "impl": impl, "status": r.get("status") if not ok else "ok",
-                     "chars_per_s": chars / median if median else None,
+        rows.append({"round": rnd, "position": position, "impl": impl, "status": r.get("status") if not ok else "ok",
+                     "chars_per_s": chars / median if median else None, "timed_steps": len(times),
+                     "capped_by_budget": ("yes" if len(times) < round_iters else "no") if round_iters else None,
                      "step_ms_median": 1e3 * median if median else None, "device": r.get("device"),
                      **r.get("load", {})})
     reference = next((row["chars_per_s"] for row in rows if row["impl"] == REFERENCE), None)
@@ -518,7 +550,8 @@ def environment(plan, results, gemm):
     run = {k: getattr(args, k) for k in ("frameworks", "paths", "iters", "warmup", "threads", "corpus",
                                          "val_every", "val_batches", "sweep_hidden", "sweep_iters",
                                          "sweep_budget", "gemm_size", "sample_length", "quick",
-                                         "rounds", "round_iters")}
+                                         "rounds", "round_iters", "budget", "rounds_seed")}
+    run["busy_before_run"] = plan.get("busy_before_run")
     shas = {r.get("data_sha256") for r in results.values() if r.get("data_sha256")}
     wshas = {r.get("weights_sha256") for r in results.values() if r.get("weights_sha256")}
     return {
@@ -564,9 +597,11 @@ def run_all(plan, out, work):
     started = time.perf_counter()
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     impls = plan["impls"]
+    plan["busy_before_run"] = busy_cores(0.5)  # the machine before anything of ours ran
     say(f"benchmark: {', '.join(i for i, _, _ in impls)} | V={config.vocab_size} H={config.hidden_size} "
         f"L={config.num_layers} B={config.batch_size} T={config.seq_length} {config.dtype} "
-        f"{config.optimizer} | {args.iters} timed steps after {args.warmup} warm-up | "
+        f"{config.optimizer} | main runs: {1 + args.warmup + args.iters} steps each, compared | "
+        f"{args.rounds} rounds of {args.warmup} + {args.round_iters} steps (at most {args.budget:g} s) | "
         f"{args.threads} threads | -> {out}")
 
     # The roofline (benchmarks/roofline.py): before the workers, never beside one. gemm.csv keeps each
@@ -577,6 +612,7 @@ def run_all(plan, out, work):
     write_csv(out / "gemm.csv", GEMM_COLUMNS, gemm)
 
     results, summary, steps, samples, sweep = {}, [], [], {}, []
+    val_batches, num_val = validation_batches(plan)
 
     def write_all():
         write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
@@ -587,49 +623,78 @@ def run_all(plan, out, work):
 
     for n, (impl, framework, path) in enumerate(impls, 1):
         say(f"[{n}/{len(impls)}] {impl}")
+        weights = work / f"weights-{impl}.safetensors"
         spec = {**base, "mode": "train", "impl": impl, "framework": framework, "path": path,
-                "iters": args.iters, "warmup": args.warmup, "val_every": args.val_every,
-                "val_batches": args.val_batches, "sample_length": args.sample_length, "budget_s": args.budget}
+                "iters": args.iters, "warmup": args.warmup, "val_every": args.val_every, "final_val": True,
+                "val_batches": args.val_batches, "sample_length": args.sample_length, "weights_out": str(weights)}
         if args.sweep_hidden:  # run by the same worker after the main run: no second start-up
             spec["sweep"] = {"hidden_sizes": args.sweep_hidden, "iters": args.sweep_iters, "warmup": 1,
                              "budget_s": args.sweep_budget}
         results[impl] = r = run_worker(spec, work, args.threads, timeout, args.malloc)
-        row = summary_row(impl, framework, path, r, plan, peak)
+        row = summary_row(impl, framework, path, r, plan)
+        if row["status"] == "ok":  # the self-check before any figure of it is published
+            row.update(self_check(r, weights, val_batches, num_val, args.warmup + args.iters))
+            if row["check"] != "ok":
+                row["status"] = row["check"]
         summary.append(row)
         steps += steps_rows(impl, framework, path, r)
         if r.get("sample"):
             samples[impl] = r["sample"]
         if args.sweep_hidden:
             sweep += sweep_rows(impl, framework, path, r, config, args.sweep_hidden)
-        say(f"  {impl}: {row['status']}" + (f", {row['chars_per_s']:,.0f} chars/s, first step "
+        say(f"  {impl}: {row['status']}" + (f", final validation {row['final_val_loss']:.4f} at step "
+                                            f"{row['final_step']} (numpy's {row['numpy_val_loss']:.4f}), first step "
                                             f"{row['time_to_first_step_s']:.1f} s" if row["status"] == "ok" else "")
             + (f" (busy machine: other processes kept {row['others_busy_cores']} cores busy)" if busy(row) else ""))
         write_all()
-    run_rounds(plan, [impl for impl, row in zip(impls, summary) if row["status"] == "ok"], base, out, work)
+    rounds = run_rounds(plan, [impl for impl, row in zip(impls, summary) if row["status"] == "ok"], base, out, work)
+    add_throughput(summary, rounds, plan, peak)
+    write_all()
     ok = sum(row["status"] == "ok" for row in summary)
     say(f"done in {time.perf_counter() - started:.0f} s: {ok}/{len(summary)} implementations ok; "
         f"results in {out} (next: python -m benchmarks.report {out})")
     return 0
 
 
+def validation_batches(plan):
+    """The validation batches every worker validates on, and how many it reads (worker.load_data)."""
+    from common.batches import split
+    config = plan["config"]
+    val = Batches(split(plan["corpus"].data)[1], config.batch_size, config.seq_length, "validation")
+    return val, min(plan["args"].val_batches, len(val))
+
+
+def round_order(impls, rnd, seed):
+    """The order of one round: every implementation and the reference's second process (NOISE),
+    shuffled by a generator seeded with (seed, rnd), so the order is random and recorded."""
+    order = list(impls)
+    reference = [i for i in impls if i[0] == REFERENCE]
+    order += [(NOISE, *reference[0][1:])] if reference else []
+    random.Random(f"{seed}-{rnd}").shuffle(order)
+    return order
+
+
 def run_rounds(plan, impls, base, out, work):
-    """The interleaved rounds (rounds.csv): every implementation that ran, again in a fresh process,
-    one after the other, args.rounds times; written after each round."""
+    """The interleaved rounds (rounds.csv): every implementation that ran and passed its checks,
+    again in a fresh process, in a shuffled order (round_order), args.rounds times; written after
+    each round. Returns the rows."""
     args, config = plan["args"], plan["config"]
     rounds = []
     for rnd in range(1, args.rounds + 1) if impls else ():
-        print(f"round {rnd}/{args.rounds}: {', '.join(i for i, _, _ in impls)}, {args.round_iters} timed steps each",
-              file=sys.stderr, flush=True)
+        order = round_order(impls, rnd, args.rounds_seed)
+        print(f"round {rnd}/{args.rounds}: {', '.join(i for i, _, _ in order)}, {args.round_iters} timed steps "
+              f"each", file=sys.stderr, flush=True)
         got = {}
-        for impl, framework, path in impls:
+        for impl, framework, path in order:
             spec = {**base, "mode": "train", "impl": f"{impl} round {rnd}", "framework": framework, "path": path,
                     "iters": args.round_iters, "warmup": args.warmup, "val_every": 0, "sample_length": 0,
-                    "budget_s": args.round_budget}
+                    "budget_s": args.budget}
             got[impl] = run_worker(spec, work, args.threads, args.timeout, args.malloc)
-        rows = round_rows(rnd, got, config)
+        rows = round_rows(rnd, got, config, args.round_iters)
         print("  " + ", ".join(f"{r['impl']} {r['ratio']:.2f}x" for r in rows if r["ratio"]), file=sys.stderr, flush=True)
         rounds += rows
         write_csv(out / "rounds.csv", ROUNDS_COLUMNS, rounds)
+    return rounds
 
 
 def main(argv=None):

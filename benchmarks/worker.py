@@ -23,7 +23,10 @@ Progress goes to stderr, one line at a time, for run.py to relay. Modes:
 A train spec may name a `variant`, "module:function" (benchmarks/levers.py): called after the
 framework set-up and before the model is built, it may patch the implementation's module (the
 "before" of a speed lever) and returns extra keyword arguments for CharLSTM; what it reports goes
-to result["variant_info"]. `budget_s` stops the timed steps after that many seconds (at least 3).
+to result["variant_info"]. `budget_s` stops the timed steps after that many seconds (at least 3); the last
+step run is validated all the same. `final_val` validates at the last step even with `val_every`
+0, and `weights_out` names the .safetensors file the final weights are saved to (run.py re-scores
+them with numpy's forward: benchmarks/checks.py).
 
 The model is reached only through the DESIGN.md interface (common.frameworks.make_model); the
 framework itself is imported here by name only to set its threads and to say which device it
@@ -56,6 +59,7 @@ from common.frameworks import THREAD_VARIABLES
 # `rosetta train` and `sample` set the same values at start-up (common/runtime.py, one source).
 STEADY_MALLOC = {name: str(value) for name, value in runtime.STEADY_MALLOC.items()}
 MALLOC_CHOICES = runtime.MALLOC_CHOICES
+SAMPLE_TEMPERATURE = 0.8  # the generated text after a main run
 
 
 def malloc_env(malloc):
@@ -246,7 +250,7 @@ def load_data(spec):
     train, val = split(corpus.data)
     train_batches = Batches(train, config.batch_size, config.seq_length, "train")
     val_batches = Batches(val, config.batch_size, config.seq_length, "validation") \
-        if spec.get("val_every") else None
+        if spec.get("val_every") or spec.get("final_val") else None
     return corpus, config, train_batches, val_batches
 
 
@@ -304,7 +308,7 @@ def run_train(spec, result):
             result["status"] = f"failed: non-finite loss ({loss}) at step {step}"
             return
         val_loss = None
-        if num_val and ((step + 1) % val_every == 0 or step == total - 1):
+        if num_val and (val_every and (step + 1) % val_every == 0 or step == total - 1):
             val_loss = validation_loss(model, val_batches, num_val)  # outside the step clock
             vals.append({"step": step, "val_loss": val_loss})
         if step in (0, total - 1) or val_loss is not None or time.perf_counter() - last_print > 5:
@@ -319,6 +323,8 @@ def run_train(spec, result):
             if budget and step - warmup >= 3 and end - timed_since > budget:
                 progress(tag, f"stopped after {step - warmup} timed steps: budget_s {budget:g} s reached")
                 break
+    if num_val and (not vals or vals[-1]["step"] != steps[-1]["step"]):  # a cap never skips the last one
+        vals.append({"step": steps[-1]["step"], "val_loss": validation_loss(model, val_batches, num_val)})
     timed = sum(s["phase"] == "timed" for s in steps)
     if timed:
         result["page_faults_per_step"], result["system_ms_per_step"] = faults / timed, 1e3 * system_s / timed
@@ -326,11 +332,17 @@ def run_train(spec, result):
         result["timed_peak_rss_mb"] = max(peak_rss_since_restart_mb() or 0, result["warm_rss_mb"])
     result["peak_rss_mb"] = max(peak_rss_mb(), result.get("warm_peak_rss_mb", 0),  # the restart lowers
                                 result.get("timed_peak_rss_mb") or 0)              # ru_maxrss too
+    if spec.get("weights_out"):  # the final weights, for run.py's re-scoring with numpy's forward
+        from common.checkpoint import save_checkpoint
+        save_checkpoint(spec["weights_out"], model.get_weights(), corpus.vocab, config, framework)
     if spec.get("sample_length"):
+        from common.sampling import default_prime
+        result.update(sample_length=spec["sample_length"], sample_prime=default_prime(corpus.vocab),
+                      sample_temperature=SAMPLE_TEMPERATURE)  # what run.py's self-check re-draws against
         try:
             from common.sampling import sample
-            result["sample"] = sample(model, corpus.vocab, spec["sample_length"], temperature=0.8,
-                                      seed=config.seed)
+            result["sample"] = sample(model, corpus.vocab, spec["sample_length"], temperature=SAMPLE_TEMPERATURE,
+                                      prime=result["sample_prime"], seed=config.seed)
         except Exception as e:  # a sampling problem must not cost the measured figures
             result["sample"] = f"(no sample: {type(e).__name__}: {e})"
     result["status"] = "ok"
