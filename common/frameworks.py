@@ -2,7 +2,8 @@
 through its module name and the CharLSTM interface of DESIGN.md, never by importing it here.
 
 Each (framework, path) lives in one module: the lesson paths in `<framework>_impl/model.py`, the
-tuned path "fast" in `<framework>_impl/fast.py`.
+tuned path "fast" in `<framework>_impl/fast.py`; INTERFACES names the class make_model builds
+(for torch, torch_impl/plumbing.py's Interface around the lesson's nn.Module).
 """
 
 import importlib
@@ -14,6 +15,13 @@ FRAMEWORKS = {"numpy": "numpy_impl.model", "torch": "torch_impl.model", "keras":
 PATHS = {"numpy": ("cell", "fast"), "torch": ("layer", "cell"), "keras": ("layer", "cell", "fast")}
 DEFAULT_PATH = {"numpy": "cell", "torch": "layer", "keras": "layer"}
 FAST_MODULES = {"numpy": "numpy_impl.fast", "keras": "keras_impl.fast"}
+# (framework, path) -> "module:class" of what make_model builds: the class with the numpy interface
+# (numpy in and out, interchange weights). torch's lesson CharLSTM is an nn.Module; its plumbing's
+# Interface holds one.
+INTERFACES = {("numpy", "cell"): "numpy_impl.model:CharLSTM", ("numpy", "fast"): "numpy_impl.fast:CharLSTM",
+              ("torch", "layer"): "torch_impl.plumbing:Interface", ("torch", "cell"): "torch_impl.plumbing:Interface",
+              ("keras", "layer"): "keras_impl.model:CharLSTM", ("keras", "cell"): "keras_impl.model:CharLSTM",
+              ("keras", "fast"): "keras_impl.fast:CharLSTM"}
 PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "keras and its backend (tensorflow-cpu, jax or torch)"}
 # Keras 3 runs on any of these; KERAS_BACKEND (the command line's --backend) picks one before import
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
@@ -64,8 +72,9 @@ def module_name(framework, path=None):
 
 
 def model_class(framework, path=None):
-    """The CharLSTM class of a framework and path, imported on demand by module name."""
-    name = module_name(framework, path)
+    """The class make_model builds for a framework and path (INTERFACES), imported on demand by module name."""
+    framework, path = check_framework(framework, path)
+    name, attribute = INTERFACES[(framework, path)].split(":")
     try:
         module = importlib.import_module(name)
     except ImportError as e:
@@ -76,10 +85,11 @@ def model_class(framework, path=None):
         raise ConfigError(
             f"the {framework} implementation cannot be imported ({e}); "
             f"install {what} with `make .venv` or pip install -r requirements.txt.") from None
-    return module.CharLSTM
+    return getattr(module, attribute)
 
 
-def make_model(framework, config, weights, path=None):
-    """A CharLSTM of `framework` on `path`, loaded with interchange `weights`."""
+def make_model(framework, config, weights, path=None, **options):
+    """The model of `framework` on `path` with the numpy interface, loaded with interchange `weights`;
+    options go to its class (torch's device=)."""
     framework, path = check_framework(framework, path)
-    return model_class(framework, path)(config, weights, path=path)
+    return model_class(framework, path)(config, weights, path=path, **options)
