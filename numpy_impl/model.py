@@ -157,16 +157,11 @@ class CharLSTM(plumbing.Interface):
         self.config, self.path, self.formula = config, path, formula
         self.dtype = np.dtype(config.dtype)
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> np.ndarray, updated in place by the optimizer
-        self.params = {}
         self.layers = []  # one object per layer: dropout goes between them
         for l in range(L):
-            lstm = LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
-            self.layers.append(lstm)
-            W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
-            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-        self.params["head.W"], self.params["head.b"] = np.empty((H, V), self.dtype), np.empty((V,), self.dtype)
-        self.load(weights)  # the interchange weights into these arrays
+            self.layers.append(LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation))
+        self.head = (np.empty((H, V), self.dtype), np.empty((V,), self.dtype))  # W (H, V), b (V,)
+        self.params = self.load(weights)  # plumbing.py: interchange name -> each array above, filled; the optimizer's
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.reset_state()
 

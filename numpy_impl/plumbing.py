@@ -41,9 +41,15 @@ class Interface:
     (its self.config, self.params, self.optimizer, self.state and zero_state)."""
 
     def load(self, weights):
-        """Fill every array of self.params (interchange name -> the model's array) from `weights`."""
-        for name, p in self.params.items():
+        """dict interchange name -> the model's array (each layer's cell.W_x, cell.W_h, cell.b, then
+        the head's W and b), every array filled from `weights`."""
+        params = {}
+        for l, layer in enumerate(self.layers):
+            params.update({f"lstm.{l}.W_x": layer.cell.W_x, f"lstm.{l}.W_h": layer.cell.W_h, f"lstm.{l}.b": layer.cell.b})
+        params["head.W"], params["head.b"] = self.head
+        for name, p in params.items():
             p[...] = np.asarray(weights[name])
+        return params
 
     def get_weights(self):
         """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""

@@ -129,8 +129,8 @@ class CharLSTM(nn.Module):
 
     # --- forward
     def forward(self, x, state=None, masks=None):
-        """Logits (B, T, V) and the new state [(h, c)] per layer, recorded by autograd. x: ids, a
-        LongTensor (B, T); masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
+        """Logits (B, T, V) and the new state [(h, c)] per layer, recorded by autograd; x: ids, a LongTensor (B, T).
+        masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
         V = self.config.vocab_size
         if state is None:
             state = self.zero_state(x.shape[0])
@@ -175,10 +175,10 @@ class CharLSTM(nn.Module):
 
     # --- train step
     def train_step(self, optimizer, x, y, state, masks=None):
-        """One optimizer update from state (clipped by global norm when clip_norm > 0, by value when
-        clip_value > 0), as pytorch/examples trains; returns the loss before it and the new state,
-        detached: the next batch starts from it, its graph ends here (truncated BPTT). masks: the
-        step's dropout masks (common/dropout.py)."""
+        """One optimizer update from the given state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0), as pytorch/examples trains; returns the loss before it and
+        the new state, detached: its graph ends here (truncated BPTT). masks: the step's dropout
+        masks (common/dropout.py); the carried state and learning_rate: torch_impl/plumbing.py."""
         optimizer.zero_grad(set_to_none=True)
         loss, new_state = self.loss(x, y, state, masks)
         loss.backward()
