@@ -148,9 +148,8 @@ class LSTMLayer:
 
 
 # --- model
-class CharLSTM(plumbing.Interface):
-    """L stacked LSTM layers of H units and a dense head to V logits, trained with numpy_impl.optim.
-    get_weights, reset_state and resume come from numpy_impl/plumbing.py's Interface."""
+class CharLSTM(plumbing.Interface):  # get_weights, reset_state, resume: numpy_impl/plumbing.py
+    """L stacked LSTM layers of H units and a dense head to V logits, trained with numpy_impl.optim."""
 
     def __init__(self, config, weights, path="cell", formula="pytorch"):
         plumbing.check(config, weights, path, PATHS)

@@ -2,12 +2,10 @@
 nn.Module of our own (path="cell"). What matters in PyTorch: only the forward pass is written;
 autograd records it as it runs, and loss.backward() is the whole of numpy_impl/model.py's backward.
 
-    model = CharLSTM(config)                            # an nn.Module; path: the first of PATHS unless given
+    model = CharLSTM(config, path="layer")              # an nn.Module; plumbing.py's Interface holds one
     optimizer = make_optimizer(config, model.parameters())
     loss, state = model.train_step(optimizer, x, y, state)   # x, y: LongTensor (B, T); state None: zeros
     logits, state = model(x, state)                     # tensors (B, T, V), [(h, c)] per layer
-
-torch_impl/plumbing.py's Interface holds one behind the numpy interface the shared loop uses.
 """
 
 import torch
@@ -170,15 +168,14 @@ class CharLSTM(nn.Module):
         loss, _ = self.loss(x, y, state, masks)
         loss.backward()  # autograd fills p.grad: the whole of numpy's backward
         grads = {name: p.grad for name, p in self.named_parameters() if p.grad is not None}
-        self.zero_grad(set_to_none=True)
         return grads
 
     # --- train step
     def train_step(self, optimizer, x, y, state, masks=None):
-        """One optimizer update from the given state (clipped by global norm when clip_norm > 0,
-        by value when clip_value > 0), as pytorch/examples trains; returns the loss before it and
-        the new state, detached: its graph ends here (truncated BPTT). masks: the step's dropout
-        masks (common/dropout.py); the carried state and learning_rate: torch_impl/plumbing.py."""
+        """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
+        by value when clip_value > 0); returns the loss before it and carries the new state
+        (truncated BPTT), detached, for the caller to pass back, as pytorch/examples trains. masks:
+        the step's dropout masks (common/dropout.py); learning_rate: torch_impl/plumbing.py's."""
         optimizer.zero_grad(set_to_none=True)
         loss, new_state = self.loss(x, y, state, masks)
         loss.backward()
