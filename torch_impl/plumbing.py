@@ -55,7 +55,7 @@ def check_device(device):
 
 class Interface:
     """A CharLSTM (torch_impl/model.py) and its torch.optim optimizer behind the numpy interface
-    (DESIGN.md): numpy in and out, the interchange weights, the carried state, resume."""
+    (docs/DESIGN.md): numpy in and out, the interchange weights, the carried state, resume."""
 
     Module = CharLSTM  # the nn.Module built; torch_impl/parallel.py's subclass sends its loss through DDP
 
