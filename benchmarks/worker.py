@@ -133,20 +133,8 @@ def setup(framework, threads):
 
 
 def torch_device(model):
-    """The device of the first torch parameter or tensor the model holds."""
-    import torch
-    for value in vars(model).values():
-        if isinstance(value, torch.nn.Module):
-            for p in value.parameters():
-                return str(p.device)
-        if isinstance(value, torch.Tensor):
-            return str(value.device)
-        if isinstance(value, (list, tuple, dict)):
-            items = value.values() if isinstance(value, dict) else value
-            for v in items:
-                if isinstance(v, torch.Tensor):
-                    return str(v.device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Where the torch model ran: the device of torch_impl/plumbing.py's Interface ("cpu", "cuda:0")."""
+    return str(model.device)
 
 
 def device_used(framework, model, info):

@@ -3,7 +3,7 @@ through its module name and the CharLSTM interface of DESIGN.md, never by import
 
 Each (framework, path) lives in one module: the lesson paths in `<framework>_impl/model.py`, the
 tuned path "fast" in `<framework>_impl/fast.py`; INTERFACES names the class make_model builds
-(for keras, keras_impl/plumbing.py's Interface around the lesson's keras.Model).
+(for torch and keras, the plumbing's Interface around the lesson's nn.Module or keras.Model).
 """
 
 import contextlib
@@ -19,10 +19,10 @@ PATHS = {"numpy": ("cell", "fast"), "torch": ("layer", "cell"), "keras": ("layer
 DEFAULT_PATH = {"numpy": "cell", "torch": "layer", "keras": "layer"}
 FAST_MODULES = {"numpy": "numpy_impl.fast", "keras": "keras_impl.fast"}
 # (framework, path) -> "module:class" of what make_model builds: the class with the numpy interface
-# (numpy in and out, interchange weights). keras' lesson CharLSTM is a keras.Model; its plumbing's
-# Interface holds one.
+# (numpy in and out, interchange weights). torch's lesson CharLSTM is an nn.Module and Keras' a
+# keras.Model; each framework's plumbing Interface holds one.
 INTERFACES = {("numpy", "cell"): "numpy_impl.model:CharLSTM", ("numpy", "fast"): "numpy_impl.fast:CharLSTM",
-              ("torch", "layer"): "torch_impl.model:CharLSTM", ("torch", "cell"): "torch_impl.model:CharLSTM",
+              ("torch", "layer"): "torch_impl.plumbing:Interface", ("torch", "cell"): "torch_impl.plumbing:Interface",
               ("keras", "layer"): "keras_impl.plumbing:Interface", ("keras", "cell"): "keras_impl.plumbing:Interface",
               ("keras", "fast"): "keras_impl.fast:CharLSTM"}
 PACKAGES = {"numpy": "numpy", "torch": "torch", "keras": "keras and its backend (tensorflow-cpu, jax or torch)"}
@@ -141,6 +141,6 @@ def model_class(framework, path=None):
 
 def make_model(framework, config, weights, path=None, **options):
     """The model of `framework` on `path` with the numpy interface, loaded with interchange `weights`;
-    options go to its class (keras' jit_compile=)."""
+    options go to its class (torch's device=, keras' jit_compile=)."""
     framework, path = check_framework(framework, path)
     return model_class(framework, path)(config, weights, path=path, **options)

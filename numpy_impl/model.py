@@ -9,8 +9,6 @@ of what it computed and its backward walks it in reverse, one chain-rule step pe
 
 import numpy as np
 
-from common.errors import ConfigError
-from common.weights import check_weights
 from . import plumbing
 from numpy_impl.optim import FORMULAS, clip_by_value, make_optimizer
 
@@ -150,37 +148,21 @@ class LSTMLayer:
 
 
 # --- model
-class CharLSTM:
+class CharLSTM(plumbing.Interface):  # get_weights, reset_state, resume: numpy_impl/plumbing.py
     """L stacked LSTM layers of H units and a dense head to V logits, trained with numpy_impl.optim."""
 
     def __init__(self, config, weights, path="cell", formula="pytorch"):
-        if path not in PATHS:
-            raise ConfigError(f"numpy has no path {path!r}; choose one of {', '.join(PATHS)}.")
-        check_weights(weights, config)
+        plumbing.check(config, weights, path, PATHS)
         self.config, self.path, self.formula = config, path, formula
         self.dtype = np.dtype(config.dtype)
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> np.ndarray, updated in place by the optimizer
-        self.params = {}
         self.layers = []  # one object per layer: dropout goes between them
         for l in range(L):
-            lstm = LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation)
-            self.layers.append(lstm)
-            W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
-            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-        self.params["head.W"], self.params["head.b"] = np.empty((H, V), self.dtype), np.empty((V,), self.dtype)
-        for name, p in self.params.items():
-            p[...] = np.asarray(weights[name])
+            self.layers.append(LSTMLayer(V if l == 0 else H, H, self.dtype, config.recurrent_activation))
+        self.head = (np.empty((H, V), self.dtype), np.empty((V,), self.dtype))  # W (H, V), b (V,)
+        self.params = self.load(weights)  # plumbing.py: interchange name -> each array above, filled; the optimizer's
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.reset_state()
-
-    def get_weights(self):
-        """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
-        return {name: p.copy() for name, p in self.params.items()}
-
-    def reset_state(self):
-        """Zero the state carried from one train_step to the next (a new epoch)."""
-        self.state = self.zero_state(self.config.batch_size)
 
     def zero_state(self, B):
         H = self.config.hidden_size
@@ -254,10 +236,7 @@ class CharLSTM:
         by value when clip_value > 0); returns the loss before it and carries the new state
         (truncated BPTT); with target "last" every call starts from zeros. masks: the step's
         dropout masks, learning_rate: the step's rate (common/dropout.py, common/schedule.py)."""
-        if self.config.target == "last":
-            self.reset_state()  # many-to-one: every window from a zero state, nothing carried
-        if learning_rate is not None:
-            self.optimizer.lr = learning_rate  # the scheduled rate of this step
+        self.start_step(learning_rate)  # numpy_impl/plumbing.py: zeros for target "last", the step's rate
         loss, new_state, cache = self.loss(x, y, self.state, masks)
         grads = self.backward(*cache)
         if self.config.clip_norm > 0:
@@ -267,11 +246,3 @@ class CharLSTM:
         self.optimizer.step(self.params, grads)
         self.state = new_state  # plain arrays: no graph to cut
         return loss
-
-    def get_training_state(self):
-        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""
-        return plumbing.get_training_state(self)  # plumbing.py beside this file
-
-    def set_training_state(self, tensors):
-        """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
-        plumbing.set_training_state(self, tensors)

@@ -45,7 +45,7 @@ def test_torch_impl_imports_no_keras_and_keeps_its_promises():
     evaluate/gradients/forward leave the carried training state alone."""
     script = """
 import sys, numpy as np, torch
-import torch_impl.model as tm
+import torch_impl.plumbing as tp
 from common.config import Config
 from common.frameworks import PATHS, make_model
 from common.weights import init_weights
@@ -57,7 +57,7 @@ assert not bad, f"torch_impl imported {bad[:5]}"
 from common.errors import ConfigError
 config = Config(vocab_size=7, hidden_size=4, num_layers=2, batch_size=2, seq_length=3, dtype="float64")
 try:
-    tm.CharLSTM(config, init_weights(config), path="rnn")
+    tp.Interface(config, init_weights(config), path="rnn")
     raise AssertionError("path='rnn' accepted")
 except ConfigError as e:
     assert "layer" in str(e) and "cell" in str(e), str(e)
@@ -77,6 +77,59 @@ for path in PATHS["torch"]:
     assert all(np.array_equal(before[k], after[k]) for k in before), "weights changed without a step"
     after["lstm.0.b"][0] += 1  # get_weights returns copies, not views of the parameters
     assert not np.array_equal(model.get_weights()["lstm.0.b"], after["lstm.0.b"])
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_char_lstm_is_an_nn_module_whose_state_dict_round_trips_and_device_is_checked():
+    """In a fresh process: torch_impl.model.CharLSTM is an nn.Module whose forward takes a LongTensor
+    and returns tensors; the state_dict of an Interface's model, loaded into a fresh CharLSTM, gives
+    the same logits and the same interchange weights; the lesson's train_step driven directly (its own
+    optimizer, the state passed back in) takes the Interface's steps; device="cpu" runs on the CPU
+    and a device torch does not have here is refused in one sentence."""
+    script = """
+import numpy as np, torch
+from torch import nn
+from common.config import Config
+from common.errors import ConfigError
+from common.frameworks import make_model
+from common.weights import init_weights
+from torch_impl.model import CharLSTM, make_optimizer
+from torch_impl.plumbing import Interface, parameter_names
+config = Config(vocab_size=7, hidden_size=4, num_layers=2, batch_size=2, seq_length=3, dtype="float64",
+                optimizer="adam", clip_norm=0.05)
+weights = init_weights(config)
+rng = np.random.default_rng(0)
+x, y = rng.integers(0, 7, (2, 3)), rng.integers(0, 7, (2, 3))
+assert issubclass(CharLSTM, nn.Module)
+for path in ("layer", "cell"):
+    interface = make_model("torch", config, weights, path=path, device="cpu")
+    assert isinstance(interface, Interface) and isinstance(interface.model, CharLSTM)
+    assert str(interface.device) == "cpu" and all(p.device.type == "cpu" for p in interface.model.parameters())
+    fresh = CharLSTM(config, path)
+    fresh.load_state_dict(interface.model.state_dict())
+    for name, key in parameter_names(path, config.num_layers).items():  # the interchange weights, as loaded
+        w = fresh.get_parameter(key).detach().numpy()
+        assert np.array_equal(w.T if w.ndim == 2 and (path == "layer" or name == "head.W") else w, weights[name]), name
+    logits, state = fresh(torch.as_tensor(x))
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 3, 7) and logits.requires_grad
+    assert all(isinstance(t, torch.Tensor) and t.shape == (2, 4) for hc in state for t in hc)
+    assert np.array_equal(logits.detach().numpy(), interface.forward(x)[0])
+    optimizer, carried = make_optimizer(config, fresh.parameters()), None
+    for _ in range(3):
+        loss, carried = fresh.train_step(optimizer, torch.as_tensor(x), torch.as_tensor(y), carried)
+        assert loss == interface.train_step(x, y) and not carried[0][0].requires_grad
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, interface.model.state_dict()[key]), key
+for device in (("cuda:99",) if torch.cuda.is_available() else ("cuda",)) + ("no-such-device",):
+    try:
+        make_model("torch", config, weights, device=device)
+        raise AssertionError(f"device {device} accepted")
+    except ConfigError as e:
+        assert str(e).startswith(f"torch has no device {device!r} here: ") and str(e).endswith("choose cpu" + (" or cuda." if torch.cuda.is_available() else ".")), str(e)
+        assert "\\n" not in str(e), str(e)
 print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)

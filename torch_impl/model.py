@@ -1,21 +1,16 @@
 """PyTorch character-level LSTM: torch.nn.LSTM (path="layer") or the gate equations in an
 nn.Module of our own (path="cell"). What matters in PyTorch: only the forward pass is written;
-autograd records it as it runs, and loss.backward() is the whole of numpy_impl's lstm_backward.
+autograd records it as it runs, and loss.backward() is the whole of numpy_impl/model.py's backward.
 
-    model = CharLSTM(config, init_weights(config))     # path: the first of PATHS unless given
-    loss = model.train_step(x, y)                       # x, y: int (B, T)
-    logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
+    model = CharLSTM(config, path="layer")              # an nn.Module; plumbing.py's Interface holds one
+    optimizer = make_optimizer(config, model.parameters())
+    loss, state = model.train_step(optimizer, x, y, state)   # x, y: LongTensor (B, T); state None: zeros
+    logits, state = model(x, state)                     # tensors (B, T, V), [(h, c)] per layer
 """
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from common.errors import ConfigError
-from common.weights import check_weights
-from . import plumbing
-from .plumbing import to_numpy  # a numpy copy of a tensor: t.detach().numpy().copy()
 
 PATHS = ("layer", "cell")
 
@@ -53,7 +48,7 @@ def make_optimizer(config, params):
 class LSTMCell(nn.Module):
     """One step. x_t (B, D); h_prev, c_prev (B, H); W_x (D, 4H), W_h (H, 4H), b (4H,).
 
-    Returns h, c (B, H); W_x, W_h, b are made here and filled by CharLSTM.
+    Returns h, c (B, H); W_x, W_h, b are made here, drawn as nn.LSTM draws its own.
     """
 
     def __init__(self, input_size, hidden_size, dtype, recurrent_activation="sigmoid"):
@@ -62,6 +57,8 @@ class LSTMCell(nn.Module):
         self.W_x = nn.Parameter(torch.empty(input_size, 4 * hidden_size, dtype=dtype))
         self.W_h = nn.Parameter(torch.empty(hidden_size, 4 * hidden_size, dtype=dtype))
         self.b = nn.Parameter(torch.empty(4 * hidden_size, dtype=dtype))
+        for p in self.parameters():  # U(-1/sqrt(H), 1/sqrt(H))
+            nn.init.uniform_(p, -hidden_size ** -0.5, hidden_size ** -0.5)
 
     def forward(self, x_t, state):
         h_prev, c_prev = state
@@ -110,65 +107,32 @@ def lstm_layer(path, input_size, hidden_size, dtype, recurrent_activation="sigmo
 
 
 # --- model
-class CharLSTM:
+class CharLSTM(nn.Module):
     """L stacked LSTM layers of H units and a dense head to V logits, trained with torch.optim."""
 
-    def __init__(self, config, weights, path="layer"):
-        if path not in PATHS:
-            raise ConfigError(f"torch has no path {path!r}; choose one of {', '.join(PATHS)}.")
-        if path == "layer" and config.recurrent_activation != "sigmoid":
-            raise ConfigError(f"torch's nn.LSTM (path layer) has no recurrent_activation {config.recurrent_activation}, "
-                              f"only sigmoid; use --path cell.")
-        check_weights(weights, config)
+    def __init__(self, config, path="layer"):
+        super().__init__()
         self.config, self.path = config, path
-        self.dtype = getattr(torch, config.dtype)
+        dtype = getattr(torch, config.dtype)
         V, H, L = config.vocab_size, config.hidden_size, config.num_layers
-        # params: interchange name -> torch parameter, updated in place by the optimizer
-        self.params = {}
-        self.layers = []  # one object per layer: dropout goes between them
+        self.layers = nn.ModuleList()  # one module per layer: dropout goes between them
         for l in range(L):
-            lstm = lstm_layer(path, V if l == 0 else H, H, self.dtype, config.recurrent_activation)
-            self.layers.append(lstm)
-            if path == "layer":  # nn.LSTM stores each W transposed, (out, in) (DESIGN.md)
-                W_x, W_h, b = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0
-            else:
-                W_x, W_h, b = lstm.cell.W_x, lstm.cell.W_h, lstm.cell.b
-            self.params.update({f"lstm.{l}.W_x": W_x, f"lstm.{l}.W_h": W_h, f"lstm.{l}.b": b})
-        self.head = nn.Linear(H, V, dtype=self.dtype)  # stores W transposed too
-        self.params["head.W"], self.params["head.b"] = self.head.weight, self.head.bias
-        with torch.no_grad():  # a copy into each parameter, through the transposed view if any
-            for name, p in self.params.items():
-                self.interchange(name, p).copy_(torch.as_tensor(np.asarray(weights[name])))
-        self.optimizer = make_optimizer(config, list(self.params.values()))  # torch.optim: SGD, Adagrad, Adam
-        self.reset_state()
-
-    def interchange(self, name, t):
-        """t (parameter name's or its gradient's) in the interchange layout: torch.nn stores each W
-        transposed, (out, in) (DESIGN.md); our LSTMCell stores (in, 4H) as the interchange does."""
-        return t.T if t.ndim == 2 and (self.path == "layer" or name == "head.W") else t
-
-    def get_weights(self):
-        """The weights in the interchange layout: dict name -> np.ndarray (copies), config.dtype."""
-        return {name: to_numpy(self.interchange(name, p)) for name, p in self.params.items()}
-
-    def reset_state(self):
-        """Zero the state carried from one train_step to the next (a new epoch)."""
-        self.state = self.zero_state(self.config.batch_size)
+            self.layers.append(lstm_layer(path, V if l == 0 else H, H, dtype, config.recurrent_activation))
+        self.head = nn.Linear(H, V, dtype=dtype)
 
     def zero_state(self, B):
         H = self.config.hidden_size
-        return [(torch.zeros((B, H), dtype=self.dtype), torch.zeros((B, H), dtype=self.dtype)) for _ in range(self.config.num_layers)]
+        zeros = self.head.weight.new_zeros  # the model's dtype and device
+        return [(zeros((B, H)), zeros((B, H))) for _ in range(self.config.num_layers)]
 
     # --- forward
-    def run(self, x, state, masks=None):
-        """Forward, recorded by autograd: logits (B, T, V) and the new state [(h, c)] per layer.
+    def forward(self, x, state=None, masks=None):
+        """Logits (B, T, V) and the new state [(h, c)] per layer, recorded by autograd; x: ids, a LongTensor (B, T).
         masks: common/dropout.py's [(B, T, H)] per layer, multiplying each layer's output; None: none."""
-        x = torch.as_tensor(np.asarray(x), dtype=torch.long)
         V = self.config.vocab_size
         if state is None:
             state = self.zero_state(x.shape[0])
-        state = [(torch.as_tensor(h, dtype=self.dtype), torch.as_tensor(c, dtype=self.dtype)) for h, c in state]
-        hs = F.one_hot(x, V).to(self.dtype)  # (B, T, V): the input of layer 0, one-hot
+        hs = F.one_hot(x, V).to(self.head.weight.dtype)  # (B, T, V): the input of layer 0, one-hot
         new_state = []
         for l, (h, c) in enumerate(state):
             if self.path == "layer":  # nn.LSTM's state has a leading axis over its layers: (1, B, H)
@@ -177,69 +141,47 @@ class CharLSTM:
             else:
                 hs, h, c = self.layers[l](hs, (h, c))  # (B, T, H): the input of layer l + 1
             if masks is not None:
-                hs = hs * torch.as_tensor(masks[l])  # dropout on the input of layer l + 1 or the head
+                hs = hs * masks[l]  # dropout on the input of layer l + 1 or the head
             new_state.append((h, c))
         logits = self.head(hs)  # (B, T, V)
         return logits, new_state
-
-    def forward(self, x, state=None):
-        """Logits np (B, T, V) in config.dtype and the new state [(h, c)] per layer; no update."""
-        with torch.no_grad():  # nothing to differentiate: autograd records nothing
-            logits, new_state = self.run(x, state)
-        return to_numpy(logits), [(to_numpy(h), to_numpy(c)) for h, c in new_state]
 
     # --- loss
     def loss(self, x, y, state, masks=None):
         """Mean cross-entropy over all B * T positions (config.target "all") or the B last ones
         ("last", y (B, 1)), the new state, and a graph autograd can walk back."""
-        logits, new_state = self.run(x, state, masks)
+        logits, new_state = self(x, state, masks)
         if self.config.target == "last":  # many-to-one: the loss sees logits[:, -1:] only
             logits = logits[:, -1:]  # (B, 1, V)
-        y = torch.as_tensor(np.asarray(y), dtype=torch.long)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         return loss, new_state
 
     def evaluate(self, x, y, state=None):
         """Mean cross-entropy over the scored positions (see loss), a python float; no update."""
-        with torch.no_grad():
+        with torch.no_grad():  # nothing to differentiate: autograd records nothing
             return self.loss(x, y, state)[0].item()
 
     # --- gradients
     def gradients(self, x, y, state=None, masks=None):
-        """dict interchange name -> np.ndarray of d loss / d weight; no update. masks: as train_step's."""
-        self.optimizer.zero_grad(set_to_none=True)
+        """dict parameter name -> d loss / d parameter (tensors); no update. masks: as train_step's."""
+        self.zero_grad(set_to_none=True)
         loss, _ = self.loss(x, y, state, masks)
         loss.backward()  # autograd fills p.grad: the whole of numpy's backward
-        grads = {name: to_numpy(self.interchange(name, p.grad)) for name, p in self.params.items()}
-        self.optimizer.zero_grad(set_to_none=True)
+        grads = {name: p.grad for name, p in self.named_parameters() if p.grad is not None}
         return grads
 
     # --- train step
-    def train_step(self, x, y, masks=None, learning_rate=None):
+    def train_step(self, optimizer, x, y, state, masks=None):
         """One optimizer update from the carried state (clipped by global norm when clip_norm > 0,
         by value when clip_value > 0); returns the loss before it and carries the new state
-        (truncated BPTT); with target "last" every call starts from zeros. masks: the step's
-        dropout masks, learning_rate: the step's rate (common/dropout.py, common/schedule.py)."""
-        if self.config.target == "last":
-            self.reset_state()  # many-to-one: every window from a zero state, nothing carried
-        if learning_rate is not None:
-            for group in self.optimizer.param_groups:  # the scheduled rate of this step
-                group["lr"] = learning_rate
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, new_state = self.loss(x, y, self.state, masks)
+        (truncated BPTT), detached, for the caller to pass back, as pytorch/examples trains. masks:
+        the step's dropout masks (common/dropout.py); learning_rate: torch_impl/plumbing.py's."""
+        optimizer.zero_grad(set_to_none=True)
+        loss, new_state = self.loss(x, y, state, masks)
         loss.backward()
         if self.config.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.clip_norm)
         if self.config.clip_value > 0:
-            torch.nn.utils.clip_grad_value_(self.params.values(), self.config.clip_value)  # every element into [-V, V]
-        self.optimizer.step()
-        self.state = [(h.detach(), c.detach()) for h, c in new_state]  # cut the graph here
-        return loss.item()
-
-    def get_training_state(self):
-        """What exact resume needs beyond the weights (common/checkpoint.py): dict name -> np.ndarray."""
-        return plumbing.get_training_state(self)  # plumbing.py beside this file
-
-    def set_training_state(self, tensors):
-        """The inverse of get_training_state; a missing, extra or misshaped tensor is a CheckpointError."""
-        plumbing.set_training_state(self, tensors)
+            torch.nn.utils.clip_grad_value_(self.parameters(), self.config.clip_value)  # every element into [-V, V]
+        optimizer.step()
+        return loss.item(), [(h.detach(), c.detach()) for h, c in new_state]  # cut the graph here

@@ -3,17 +3,17 @@ starts them with torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_P
 --nproc-per-node N -m common.cli train ... --workers N` works too).
 
 Each worker trains its B/N of the B text streams with its own carried state. DDP needs an nn.Module
-whose forward it runs: CharLSTM is a plain class holding nn.Modules and nn.Parameters (one path keeps
-head.W, head.b outside any module), so Replica below is a small nn.Module that owns no new weights,
-only registers the CharLSTM's own parameters, and whose forward is the CharLSTM's loss. In
-loss.backward() DDP all-reduces the gradients bucket by bucket and divides by N: the gradient of the
-mean over all B x T positions. CharLSTM.train_step is then unchanged: clipping and the optimizer see
-that averaged gradient on every worker, so every worker takes the step one process takes.
+whose forward it runs, and the lesson's CharLSTM.train_step differentiates its own loss: Replica below
+is a small nn.Module around the CharLSTM whose forward is that loss, and the CharLSTM built here
+(DataParallelCharLSTM) sends its loss through DDP whenever autograd records. In loss.backward() DDP
+all-reduces the gradients bucket by bucket and divides by N: the gradient of the mean over all
+B x T positions. CharLSTM.train_step is then unchanged: clipping and the optimizer see that averaged
+gradient on every worker, so every worker takes the step one process takes.
 
-gloo on CPU: the models keep their tensors on the CPU (model.py moves nothing to a GPU), and nccl
-reduces only GPU tensors.
+gloo on CPU: the workers keep their tensors on the CPU (the default device), and nccl reduces only
+GPU tensors.
 
-    model = data_parallel(CharLSTM, config, weights, path="layer", workers=2)   # in each process
+    model = data_parallel(Interface, config, weights, path="layer", workers=2)   # in each process
     loss = model.train_step(x, y)     # x, y: the whole (B, T) batch; the loss of all B streams
 """
 
@@ -29,23 +29,34 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from common.errors import ConfigError
+from .model import CharLSTM
 
 
 class Replica(nn.Module):
-    """A CharLSTM's parameters as one nn.Module (shared, not copied); forward(x, y, state) is its loss."""
+    """A CharLSTM (shared, not copied) whose forward(x, y, state) is its loss: what DDP runs."""
 
     def __init__(self, model):
         super().__init__()
-        self.weights = nn.ParameterList(model.params.values())
-        self.model = [model]  # in a list: not a submodule, and no cycle nn.Module would walk
+        self.model = model
 
     def forward(self, x, y, state):
-        return self.model[0].local_loss(x, y, state)  # (loss, new_state)
+        return CharLSTM.loss(self.model, x, y, state)  # (loss, new_state)
+
+
+class DataParallelCharLSTM(CharLSTM):
+    """The lesson's CharLSTM whose loss, when autograd records, goes through DistributedDataParallel."""
+
+    def loss(self, x, y, state, masks=None):  # masks: never with --workers (common/training.py refuses dropout)
+        if torch.is_grad_enabled():  # a loss to differentiate: through DDP, which averages in backward
+            return self.ddp[0](x, y, state)
+        return super().loss(x, y, state)
 
 
 class DataParallel:
-    """Mixed in before a torch CharLSTM: its self.config holds this worker's batch size B/N; train_step
-    takes the whole batch, and the loss it differentiates goes through DistributedDataParallel."""
+    """Mixed in before torch_impl/plumbing.py's Interface: its self.config holds this worker's batch
+    size B/N; train_step takes the whole batch, and the loss it differentiates goes through DDP."""
+
+    Module = DataParallelCharLSTM
 
     @property
     def rank(self):
@@ -60,14 +71,6 @@ class DataParallel:
         """This worker's rows of a (B, ...) array: (B/N, ...)."""
         b = self.config.batch_size  # B/N
         return np.asarray(a)[dist.get_rank() * b:(dist.get_rank() + 1) * b]
-
-    def local_loss(self, x, y, state):
-        return super().loss(x, y, state)
-
-    def loss(self, x, y, state, masks=None):  # masks: never with --workers (common/training.py refuses dropout)
-        if torch.is_grad_enabled():  # a loss to differentiate: through DDP, which averages in backward
-            return self.ddp(x, y, state)
-        return super().loss(x, y, state)
 
     def train_step(self, x, y):
         """One update of the weights, identical on every worker; returns the mean loss over all B streams."""
@@ -109,7 +112,7 @@ def timed_allreduce(model, bucket):
 
 
 def data_parallel(cls, config, weights, path, workers):
-    """A `cls` (a torch CharLSTM class) for this process, training B/N streams of each batch."""
+    """A `cls` (torch_impl/plumbing.py's Interface) for this process, training B/N streams of each batch."""
     if not dist.is_initialized():
         dist.init_process_group("gloo", init_method="env://")  # RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     if dist.get_world_size() != workers:
@@ -118,7 +121,8 @@ def data_parallel(cls, config, weights, path, workers):
     worker = type(f"DataParallel{cls.__name__}", (DataParallel, cls), {})
     model = worker(config.replace(batch_size=config.batch_size // workers), weights, path=path)
     model.steps, model.allreduce_seconds = 0, 0.0
-    model.ddp = DistributedDataParallel(Replica(model), broadcast_buffers=False)
+    model.ddp = DistributedDataParallel(Replica(model.model), broadcast_buffers=False)
+    model.model.ddp = [model.ddp]  # in a list: not a submodule, and no cycle nn.Module would walk
     path = os.environ.get("ROSETTA_ALLREDUCE_LOG")
     if path:  # benchmarks/scaling.py: time the all-reduce (blocking, so the figure is the wait)
         model.ddp.register_comm_hook(model, timed_allreduce)
