@@ -1,7 +1,7 @@
 """Matrix-multiply FLOPs per character of one training step, and the share of the machine's peak.
 
 Counted as dense matrix products (one multiply and one add = 2 FLOPs), the way the model is
-written in DESIGN.md, with the input as a one-hot vector of size V:
+written in docs/DESIGN.md, with the input as a one-hot vector of size V:
 
     forward, layer l:  2 * (in_l * 4H + H * 4H)      in_0 = V, in_l = H for l > 0
     forward, head:     2 * H * V

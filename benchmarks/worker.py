@@ -28,7 +28,7 @@ step run is validated all the same. `final_val` validates at the last step even 
 0, and `weights_out` names the .safetensors file the final weights are saved to (run.py re-scores
 them with numpy's forward: benchmarks/checks.py).
 
-The model is reached only through the DESIGN.md interface (common.frameworks.make_model); the
+The model is reached only through the docs/DESIGN.md interface (common.frameworks.make_model); the
 framework itself is imported here by name only to set its threads and to say which device it
 used, in one small function per framework below.
 """

@@ -1,5 +1,5 @@
 """The registry of implementations: the command line and the benchmark reach each framework only
-through its module name and the CharLSTM interface of DESIGN.md, never by importing it here.
+through its module name and the CharLSTM interface of docs/DESIGN.md, never by importing it here.
 
 Each (framework, path) lives in one module: the lesson paths in `<framework>_impl/model.py`, the
 tuned path "fast" in `<framework>_impl/fast.py`; INTERFACES names the class make_model builds

@@ -2,7 +2,7 @@
 What matters in numpy: nothing records the forward pass, so each forward function returns a cache
 of what it computed and its backward walks it in reverse, one chain-rule step per line.
 
-    model = CharLSTM(config, init_weights(config))     # path: the first of PATHS unless given
+    model = CharLSTM(config, common.weights.init_weights(config))    # path: the first of PATHS unless given
     loss = model.train_step(x, y)                       # x, y: int (B, T)
     logits, state = model.forward(x)                    # np (B, T, V), [(h, c)] per layer
 """

@@ -44,7 +44,11 @@ EXTENSIONS = ("py", "md", "html", "png", "toml", "txt")
 LIBRARY = {"lstm_step_backward", "optional_input", "state_dict", "get_inputs", "get_overridable_initializers",
            "StatelessScope", "_fallback_lstm"}
 # Paths in other people's trees (a library's source file the comment cites) and placeholders
-FOREIGN_PATHS = ("keras/", "torch/", "tensorflow/", "jax/", "numpy/", "path/to/", "DIR/")
+FOREIGN_PATHS = ("keras/", "torch/", "tensorflow/", "jax/", "numpy/", "path/to/", "DIR/", "OUT/", "out/")
+# A bare name of one of these kinds is a file the user makes in the examples (m.png, input.txt), not the repo's
+USER_FILES = ("png", "txt")
+# Files a make target writes (make bench-grid), named before a run has made them
+OUTPUTS = {"GRID.md", "results/GRID.md"}
 # This file: its docstring and its toy tree show wrong references on purpose
 SELF = Path(__file__).resolve().relative_to(ROOT).as_posix()
 
@@ -236,6 +240,8 @@ def find_wrong_references(root=ROOT):
 
             listing = re.match(r"([\w-]+)/\s", text) if kind == "markdown" else None  # README's Layout lines
             for path in PATH.findall(text):
+                if "/" not in path and path.endswith(USER_FILES) or path in OUTPUTS:
+                    continue
                 if not path.startswith(FOREIGN_PATHS) and not repo.resolve_path(path, rel, listing and listing.group(1)):
                     report(path, "no such file")
             for quoted, bare in SECTION.findall(text):

@@ -21,7 +21,7 @@ from torch._higher_order_ops.scan import scan  # a prototype API: the one loop t
 class ExportedLSTM(nn.Module):
     """One-hot -> nn.LSTM -> nn.Linear, with the state in and out so one character at a time works.
 
-    The weights live in an nn.LSTM (bias split as DESIGN.md: b into bias_ih, zeros into bias_hh)
+    The weights live in an nn.LSTM (bias split as docs/DESIGN.md: b into bias_ih, zeros into bias_hh)
     and an nn.Linear. `forward` runs the same gate equations on those parameters with a scan over
     time, because torch.export traces nn.LSTM's own forward into one step per time position of the
     example input, fixing T; `forward_lstm` is nn.LSTM itself, for checking the two agree.
