@@ -29,6 +29,7 @@ runtime.set_passive_waiting()  # before numpy's OpenBLAS loads (below) and reads
 from common.batches import make_batches, split  # noqa: E402 (after the waiting policy)
 from common.config import add_config_args, config_from_args  # noqa: E402
 from common.errors import ConfigError, RosettaError  # noqa: E402
+from common.evaluation import add_protocol_args, val_half  # noqa: E402
 from common.frameworks import (DEFAULT_KERAS_BACKEND, FRAMEWORKS, KERAS_BACKENDS, THREAD_VARIABLES, VERBOSE,  # noqa: E402
                                check_backend, check_device, check_framework, make_model, model_class, use_backend)
 
@@ -160,9 +161,11 @@ def build_parser(preset_defaults=None):
                         help="text to start from (default: a newline, or the first character of the vocabulary)")
     sample.add_argument("--seed", type=count, default=None, metavar="S", help="random seed (default: the checkpoint's config.seed)")
 
-    evaluate = commands.add_parser("eval", help="validation loss of a checkpoint over the whole validation text",
-                                   description="The mean cross-entropy over every character of the validation text, "
-                                               "the state carried (common/evaluation.py), in nats and bits per character.")
+    evaluate = commands.add_parser("eval", help="validation loss of a checkpoint, the state carried or nanoGPT's way",
+                                   description="The mean cross-entropy of the validation text in nats and bits per "
+                                               "character (common/evaluation.py): every character with the state "
+                                               "carried (the default), or nanoGPT's estimate_loss with --protocol "
+                                               "blocks; --half second is the held-out half no choice was made on.")
     evaluate.add_argument("checkpoint", type=str, help="a .safetensors checkpoint written by rosetta train")
     add_model_args(evaluate)
     evaluate.add_argument("--corpus", type=str, default=None, metavar="NAME_OR_FILE",
@@ -170,6 +173,7 @@ def build_parser(preset_defaults=None):
     evaluate.add_argument("--streams", type=positive_int, default=32, metavar="S",
                           help="spans read side by side, each warmed over the 256 characters before it; "
                                "1: the text as one stream from a zero state (default 32)")
+    add_protocol_args(evaluate)
 
     export = commands.add_parser("export", help="write a checkpoint as a .keras, .pt2 or .onnx file",
                                  description="Write a checkpoint as a file that plain Keras (keras.saving.load_model), "
@@ -276,7 +280,7 @@ def train(args):
     weights = ckpt.weights if args.resume else init_weights(config)
     train_data, val_data = split(corpus.data)
     train_batches = make_batches(train_data, config, name="training")  # streams, or windows for target "last"
-    val_batches = make_batches(val_data, config, name="validation")
+    val_batches = make_batches(val_half(val_data, "first"), config, name="first half of the validation")  # the second: held out
 
     workers = getattr(args, "workers", 1)
     if workers > 1:
@@ -287,7 +291,8 @@ def train(args):
             return parallel.launch(args.framework, workers, args.argv)
     model, framework, path = build_model(args, config, weights, workers)
     print(f"{framework}/{path} on {corpus.name}: {len(train_data):,} training and {len(val_data):,} validation "
-          f"characters ({len(val_data) - 1:,} next-character targets), V={config.vocab_size}, "
+          f"characters ({len(val_data) - 1:,} next-character targets; validation reads the first "
+          f"{len(val_half(val_data, 'first')):,}, the second half is held out), V={config.vocab_size}, "
           f"{config.num_layers} layer(s) of {config.hidden_size}, "
           f"B={config.batch_size} T={config.seq_length}"
           + (f" target last (windows {config.window_stride} apart)" if config.target == "last" else "")
@@ -342,9 +347,10 @@ def sample_command(args):
 def eval_command(args):
     from common.checkpoint import load_checkpoint
     from common.corpus import load_corpus
-    from common.evaluation import text_loss
+    from common.evaluation import check_options, describe, score
 
     check_framework(args.framework, args.path)
+    check_options(args.protocol, args.half, args.block, args.blocks)
     ckpt = load_checkpoint(args.checkpoint)
     name = args.corpus or (ckpt.run or {}).get("corpus")
     if name is None:
@@ -353,10 +359,10 @@ def eval_command(args):
     load_checkpoint(args.checkpoint, vocab=corpus.vocab)  # a corpus of another vocabulary is refused
     model, framework, path = build_model(args, ckpt.config, ckpt.weights)
     val_data = split(corpus.data)[1]
-    result = text_loss(model, val_data, streams=args.streams)
-    print(f"{args.checkpoint}: validation loss {result.nats:.4f} nats ({result.bits:.4f} bits) per character over "
-          f"the {len(val_data):,} validation characters of {corpus.name} ({result.chars:,} next-character targets; "
-          f"{framework}/{path})", flush=True)
+    result = score(model, val_data, args.protocol, args.half, streams=args.streams, block=args.block, seed=args.seed,
+                   blocks=args.blocks)
+    print(f"{args.checkpoint}: validation loss {describe(result, args.half, val_data, args.seed, args.blocks)} "
+          f"of {corpus.name} ({framework}/{path})", flush=True)
     return 0
 
 

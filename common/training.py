@@ -245,23 +245,21 @@ def resume_point(path, vocab, make_config):
 # The loop's parts
 
 def validation_loss(model, batches, max_batches=VAL_BATCHES):
-    """The quick validation loss. Streams: common/evaluation.py's text_loss over B windows spread
-    over the whole validation text, each warmed over the characters before it (a zero state read
+    """The quick validation loss, on the batches of the first half of the validation text (rosetta train
+    makes them so: the second half is held out, common/evaluation.py). Streams: common/evaluation.py's
+    text_loss over B windows spread over that text, each warmed over the characters before it (a zero state read
     cold scored far above the whole-text figure); windows (target "last"): the first batches, each
     window from zeros and scored at its last position, as in training."""
-    if batches.carries_state and getattr(batches, "data", None) is not None:
-        from common.evaluation import text_loss
+    from common.evaluation import nll, text_loss
 
+    if batches.carries_state and getattr(batches, "data", None) is not None:
         B, T = batches.batch_size, batches.seq_length
         return text_loss(model, batches.data, streams=B, per_span=max_batches * T, chunk=T).nats
     state, total, n = None, 0.0, min(len(batches), max_batches)
     for k in range(n):
         x, y = batches[k]
         logits, state = model.forward(x, state if batches.carries_state else None)
-        z = np.asarray(logits, dtype=np.float64)[:, -y.shape[1]:]  # (B, T, V), or (B, 1, V) for windows
-        zmax = z.max(axis=-1, keepdims=True)
-        logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[..., 0]  # (B, T)
-        total += float(np.mean(logsumexp - np.take_along_axis(z, y[..., None], axis=-1)[..., 0]))
+        total += float(np.mean(nll(np.asarray(logits)[:, -y.shape[1]:], y)))  # (B, T), or (B, 1) for windows
     return total / n
 
 
