@@ -47,10 +47,11 @@ bench-grid: $(VENV)
 	$(PY) -m benchmarks.grid --out results
 	@echo "Report: results/GRID.md"
 
-# What a character LSTM on tinyshakespeare is worth per character and per minute, against nanoGPT
-# (about an hour on 2 cores: the grid ~30 min, the two-hour goal's 9M-character run ~10, scoring; resumable:
-# run it again after a stop). A subset: python -m benchmarks.baselines
-# --grid 128x1,256x1 --budget-chars 2000000 (README: Baselines).
+# What a character LSTM on tinyshakespeare is worth per character and per minute, scored under both
+# protocols (carried state; nanoGPT's blocks) on the validation text's halves (about 1 h 45 on 2 quiet
+# cores: the grid ~33 min, the 9M-character 2 x 512 with 3 seeds ~33, the headline with 3 seeds ~9,
+# every implementation in the headline's 2.3 minutes ~29; resumable: run it again after a stop).
+# Some stages: python -m benchmarks.baselines --only headline,long (README: Baselines).
 baselines: $(VENV)
 	$(PY) -m benchmarks.baselines --out results
 	@echo "Report: results/BASELINES.md"

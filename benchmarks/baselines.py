@@ -25,7 +25,9 @@ default) on the first half (the one choices are made on: the quick validation du
 reads it), the second (held out: the reported figure) and the whole text; nanoGPT's block
 protocol (random 256-character blocks from a zero state, the standard error below 0.002) on the
 second half and on the whole text (the one nanoGPT reports on). The same weights in the other
-implementations (CHECKS) are scored on one figure (carried, second half) for the first seed.
+implementations (CHECKS) are scored on one figure (carried, second half) for the first seed. The
+frameworks stage is scored by torch/layer on the second half, carried and under the block protocol
+on every non-overlapping block (the same blocks for every implementation, and cheap).
 
 Clocks: a row's command_minutes is the wall-clock of the whole `rosetta train` command, measured
 here around its process (start-up included; summed over the commands of a resumed run, `commands`
@@ -69,9 +71,13 @@ FIGURES = (("carried", "first", ""), ("carried", "second", ""), ("carried", "who
 # the headline's beside nanoGPT-CPU's 1.874 here, whose estimate_loss read blocks of its --block_size=64
 HEADLINE_FIGURES = FIGURES + (("blocks", "whole", 64),)
 FRAMEWORK_FIGURES = (("carried", "second", ""), ("blocks", "second", BLOCK))
+# the frameworks stage's blocks: every non-overlapping block of the second half, the same for every implementation
+# (their differences are then read on the same blocks) and a second or so of scoring each, within the stage's minutes
+FRAMEWORK_BLOCKS = "all"
 CHECK_FIGURE = ("carried", "second", "")
 FRAMEWORK_VAL_EVERY = 100     # every implementation validates at the same steps (the slowest reaches ~1,000)
 REACH = (1.8, 1.7)            # the frameworks table: minutes to reach these quick validation losses
+AS_TYPED_DROP = ("--path", "--corpus", "--save", "--keep", "--log", "--sample-every", "--log-every")  # and their values
 COLUMNS = ("name", "stage", "seed", "trainer", "kind", "scorer", "protocol", "half", "block", "hidden_size",
            "num_layers", "dropout", "parameters", "steps", "chars", "loop_minutes", "command_minutes", "commands",
            "nats", "bits", "scored_chars", "blocks", "se", "command")
@@ -142,15 +148,17 @@ def train_command(name, out, hidden_size, num_layers, iters, corpus, minutes=Non
     return args
 
 
-def headline_command(seed=None, headline=HEADLINE):
-    """The headline as anyone would type it: what the script runs, less its files and progress options."""
-    settings = {k: v for k, v in headline.items() if k not in ("hidden_size", "num_layers", "iters", "val_every")}
-    args = ["rosetta", "train", "--framework", "torch", "--hidden-size", str(headline["hidden_size"]),
-            "--num-layers", str(headline["num_layers"]), "--iters", str(headline["iters"])]
-    for key, value in settings.items():
-        args += [option(key), f"{value:g}" if isinstance(value, float) else str(value)]
-    args += ["--seed", str(seed)] if seed is not None else []
-    return " ".join(args + ["--minutes", f"{HEADLINE_MINUTES:g}", "--val-every", "0", "--save", "headline.safetensors"])
+def as_typed(command, save="headline.safetensors"):
+    """A run's command as anyone would type it: the script's files and progress options left out."""
+    words, typed = command.split(), []
+    for word in words:
+        if typed and typed[-1] is None:
+            typed.pop()  # the value of an option left out
+        elif word in AS_TYPED_DROP:
+            typed.append(None)
+        else:
+            typed.append(word)
+    return " ".join(w for w in typed if w is not None) + f" --save {save}"
 
 
 def rows_of(csv_path):
@@ -188,20 +196,26 @@ def rosetta(args, env):
 
 
 def score(checkpoint, framework, path, corpus, env, figures, blocks=None):
-    """[dict] of common.evaluation's JSON, one per (protocol, half, block) of `figures`, the checkpoint read in
-    one framework, each in its own process (`python -m common.evaluation ... --json`)."""
-    results = []
-    for protocol, half, block in figures:
-        args = [sys.executable, "-m", "common.evaluation", str(checkpoint), "--framework", framework, "--path", path,
-                "--corpus", corpus, "--protocol", protocol, "--half", half, "--json"]
-        if protocol == "blocks":
-            args += ["--block", str(block), "--seed", "0"] + (["--blocks", str(blocks)] if blocks else [])
-        proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"baselines: scoring {checkpoint} in {framework}/{path} ({protocol}, {half} half) "
-                             f"failed:\n{proc.stderr[-2000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return results
+    """[dict] of common.evaluation's figures (nats, bits, chars, blocks, se), one per (protocol, half, block) of
+    `figures`: the checkpoint read in one framework, in one process of its own (the framework's start-up once)."""
+    code = "import sys; from benchmarks.baselines import score_here; score_here(*sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, str(checkpoint), framework, path, corpus, json.dumps(figures),
+                           str(blocks or "")], cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"baselines: scoring {checkpoint} in {framework}/{path} failed:\n{proc.stderr[-2000:]}")
+    return [json.loads(line) for line in proc.stdout.strip().splitlines()[-len(figures):]]
+
+
+def score_here(checkpoint, framework, path, corpus, figures, blocks=""):
+    """score's child process: a JSON line per figure, from common.evaluation.checkpoint_loss."""
+    from common.evaluation import checkpoint_loss
+
+    blocks = None if not blocks else blocks if blocks == "all" else int(blocks)
+    for protocol, half, block in json.loads(figures):
+        options = dict(block=int(block), seed=0, blocks=blocks) if protocol == "blocks" else {}
+        result, _ = checkpoint_loss(checkpoint, framework, path, corpus, protocol=protocol, half=half, **options)
+        print(json.dumps({"nats": result.nats, "bits": float(result.bits), "chars": result.chars,
+                          "blocks": getattr(result, "blocks", None), "se": getattr(result, "se", None)}), flush=True)
 
 
 def clock(out, stem):
@@ -236,7 +250,7 @@ def train_run(stem, out, corpus, env, trainer, minutes, settings):
     return shown
 
 
-def run_point(run, out, corpus, env, blocks):
+def run_point(run, out, corpus, env):
     """Train one (run, seed), then score it: its CSV rows, one per (scorer, figure)."""
     name, stage, seed = run["name"], run["stage"], run["seed"]
     stem = f"{name}-s{seed}"
@@ -255,7 +269,7 @@ def run_point(run, out, corpus, env, blocks):
     for scorer, figures, kind in scorings:
         t = time.perf_counter()
         for (protocol, half, block), result in zip(figures, score(out / f"{stem}.safetensors", *scorer, corpus, env,
-                                                                  figures, blocks)):
+                                                                  figures, run["blocks"])):
             print(f"baselines: {stem}: {'/'.join(scorer)} {protocol}{block and f' {block}'} {half}: "
                   f"{result['nats']:.4f} nats ({result['bits']:.4f} bits) per character over {result['chars']:,} "
                   f"characters", flush=True)
@@ -305,10 +319,11 @@ def plan(a, V):
     headline, long = (QUICK["headline"], QUICK["long"]) if a.quick else (HEADLINE, LONG)
     runs = []
 
-    def add(name, stage, settings, minutes, run_seeds, trainer=trainer, scorer=trainer, figures=FIGURES, check=True):
+    def add(name, stage, settings, minutes, run_seeds, trainer=trainer, scorer=trainer, figures=FIGURES, check=True,
+            blocks=a.blocks):
         for n, seed in enumerate(run_seeds):
             runs.append(dict(name=name, stage=stage, seed=seed, settings=settings, minutes=minutes, trainer=trainer,
-                             scorer=scorer, figures=figures, checks=checks if check and n == 0 else [],
+                             scorer=scorer, figures=figures, blocks=blocks, checks=checks if check and n == 0 else [],
                              parameters=parameters(V, settings["hidden_size"], settings["num_layers"])))
 
     if "grid" in stages:
@@ -325,7 +340,7 @@ def plan(a, V):
     if "frameworks" in stages:
         for impl, impl_trainer in framework_trainers(a.implementations.split(",") if a.implementations else None):
             add(f"fw-{impl}", "frameworks", dict(headline, val_every=a.val_every), a.framework_minutes, seeds[:1],
-                trainer=impl_trainer, scorer=SCORER, figures=FRAMEWORK_FIGURES, check=False)
+                trainer=impl_trainer, scorer=SCORER, figures=FRAMEWORK_FIGURES, check=False, blocks=FRAMEWORK_BLOCKS)
     return runs
 
 
@@ -343,7 +358,7 @@ def run(a):
             print(f"baselines: {label}: done (in {csv_path}), skipped", flush=True)
             continue
         print(f"baselines: {label}", flush=True)
-        append_rows(csv_path, run_point(item, out, a.corpus, env, a.blocks))
+        append_rows(csv_path, run_point(item, out, a.corpus, env))
     report(out, a.corpus, env)
 
 
@@ -535,8 +550,8 @@ def report(out, corpus="tinyshakespeare", env=None):
     lines = ["# Baselines: a character LSTM on tinyshakespeare, measured as nanoGPT measures, on a held-out half", "",
              "Made by `python -m benchmarks.baselines` (`make baselines`) from `baselines.csv`, "
              f"`{LEGACY_CSV}` and the training logs beside them. Where each figure comes from: ours and "
-             "nanoGPT-CPU's 1.874 were measured on this machine's CPU (2 cores); nanoGPT's 1.4697 is its README's "
-             "A100 figure and its 1.88 its README's MacBook figure.", "",
+             "nanoGPT-CPU's 1.874 were measured on this machine's CPU (2 cores); nanoGPT's 1.4697 (block protocol) is "
+             "its README's A100 figure and its 1.88 its README's MacBook figure.", "",
              "## How each figure is measured", "",
              "- The validation text is the last 10 % of tinyshakespeare (the split nanoGPT's shakespeare_char uses), "
              "cut into two halves. Choices are made on the **first half**: the quick validation printed during "
@@ -555,7 +570,7 @@ def report(out, corpus="tinyshakespeare", env=None):
     if "headline" in names:
         facts = run_facts(rows, "headline")
         command_minutes = [float(r["command_minutes"]) for r in facts.values() if r["command_minutes"]]
-        lines += ["## Headline", "", "```", headline_command(min(facts)), "```", "",
+        lines += ["## Headline", "", "```", as_typed(facts[min(facts)]["command"]), "```", "",
                   f"(the script runs it with --keep last, --log and --seed 1 to {max(facts)}; `rosetta eval "
                   f"headline.safetensors --half second` gives the held-out carried figure, `--protocol blocks` "
                   f"nanoGPT's.)", "", *seed_table(rows, "headline", HEADLINE_FIGURES), ""]
@@ -572,10 +587,12 @@ def report(out, corpus="tinyshakespeare", env=None):
     if best:
         lines += [f"## The best run: {best}", "",
                   f"Chosen as the run of the lowest mean carried-state figure on the first half (the half choices are "
-                  f"made on), never by the second half. Its 9M-character budget (LONG) was chosen in issue 18 from the "
-                  f"quick validation of a 25M-character run (h512l2d30c25M below) read over the whole validation text: "
-                  f"that choice saw the text the held-out second half now comes from, so the second half is not "
-                  f"untouched for it.", "", *seed_table(rows, best, FIGURES), ""]
+                  f"made on), never by the second half."
+                  + (f" Its {LONG['budget_chars'] / 1e6:g}M-character budget (LONG) was chosen in issue 18 from the quick "
+                     f"validation of a 25M-character run (h512l2d30c25M, issue 18's table below) read over the whole "
+                     f"validation text: that choice saw the text the held-out second half now comes from, so the second "
+                     f"half is not untouched for it." if run_facts(rows, best)[min(run_facts(rows, best))]["stage"] == "long"
+                     else ""), "", *seed_table(rows, best, FIGURES), ""]
         held = mean_figure(rows, best, "carried", "second")
         minutes = [float(r["loop_minutes"]) for r in run_facts(rows, best).values()]
         if held and max(minutes) <= 120:
@@ -672,9 +689,10 @@ def frameworks_section(out, rows, corpus):
              + ", ".join(f"{n.removeprefix('fw-')} {v:.6f}" for n, v in losses.items())
              + f"). Each validates every {val_every[1] if val_every else '?'} steps on the quick validation "
              f"({quick_validation_chars(corpus):,} characters of the first half each time), on its clock. The loss "
-             f"reached is scored with {'/'.join(SCORER)} for every checkpoint (the same weights give the same number: "
-             f"the checks above), on the held-out second half. Minutes to reach a loss are the training loop's, at the "
-             f"first quick validation at or below it.", "",
+             f"reached is scored with {'/'.join(SCORER)} for every checkpoint (the same weights give the same number in "
+             f"every implementation: see the same checkpoints in the other implementations), on the held-out second half: carried, and under the "
+             f"block protocol on every non-overlapping block of it (the same blocks for every implementation). Minutes "
+             f"to reach a loss are the training loop's, at the first quick validation at or below it.", "",
              "| implementation | steps | characters seen | whole command minutes | loop minutes | carried state, second "
              "half | block protocol, second half | minutes to 1.8 | minutes to 1.7 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
