@@ -48,9 +48,10 @@ bench-grid: $(VENV)
 	@echo "Report: results/GRID.md"
 
 # What a character LSTM on tinyshakespeare is worth per character and per minute, scored under both
-# protocols (carried state; nanoGPT's blocks) on the validation text's halves (about 1 h 45 on 2 quiet
-# cores: the grid ~33 min, the 9M-character 2 x 512 with 3 seeds ~33, the headline with 3 seeds ~9,
-# every implementation in the headline's 2.3 minutes ~29; resumable: run it again after a stop).
+# protocols (carried state; nanoGPT's blocks) on the validation text's halves (about 2 hours on 2 quiet
+# cores, estimated: the grid ~35 min, the 9M-character 2 x 512 with 3 seeds ~36, the headline with 3
+# seeds ~11, every implementation in the headline's 2.3 minutes ~29; the block protocol's scoring, up to
+# a few million characters a figure, is most of the rest; resumable: run it again after a stop).
 # Some stages: python -m benchmarks.baselines --only headline,long (README: Baselines).
 baselines: $(VENV)
 	$(PY) -m benchmarks.baselines --out results

@@ -100,7 +100,7 @@ LONG = dict(hidden_size=512, num_layers=2, dropout=0.3, budget_chars=9_000_000, 
 QUICK = dict(grid="8x1", budget_chars=3 * BATCH * SEQ, seeds="1,2", framework_minutes=1.0, val_every=1, blocks=16,
              headline=dict(HEADLINE, hidden_size=8, num_layers=1, iters=4, decay_steps=4, warmup_steps=1),
              long=dict(LONG, hidden_size=8, num_layers=2, budget_chars=3 * BATCH * SEQ, minutes=None),
-             implementations=("torch-layer", "numpy-fast", "keras-layer@tensorflow"))
+             implementations=("numpy-fast", "torch-layer", "keras-layer@tensorflow"))  # in implementations() order
 
 
 def point_name(H, L, dropout, budget_chars=None):
@@ -310,13 +310,17 @@ def stages_of(only):
     return stages
 
 
-def plan(a, V):
+def plan(a):
     """[run]: every (run, seed) the stages asked for, in order, each a dict of what run_point needs."""
+    if not re.fullmatch(r"\d+(,\d+)*", a.seeds):
+        raise SystemExit(f"baselines: --seeds takes whole numbers separated by commas (such as {SEEDS}), got {a.seeds!r}.")
     seeds = [int(s) for s in a.seeds.split(",")]
     trainer = tuple(a.train_with.split("/"))
     checks = [c for c in CHECKS if c != trainer and not a.no_checks]
     stages = stages_of(a.only)
     headline, long = (QUICK["headline"], QUICK["long"]) if a.quick else (HEADLINE, LONG)
+    impls = framework_trainers(a.implementations.split(",") if a.implementations else None) if "frameworks" in stages else []
+    V = vocab_size(a.corpus)  # after the options are checked: a bad one is refused before the corpus is read
     runs = []
 
     def add(name, stage, settings, minutes, run_seeds, trainer=trainer, scorer=trainer, figures=FIGURES, check=True,
@@ -338,7 +342,7 @@ def plan(a, V):
     if "headline" in stages and not a.no_headline:  # as typed: no validation on the clock
         add("headline", "headline", dict(headline, val_every=0), HEADLINE_MINUTES, seeds, figures=HEADLINE_FIGURES)
     if "frameworks" in stages:
-        for impl, impl_trainer in framework_trainers(a.implementations.split(",") if a.implementations else None):
+        for impl, impl_trainer in impls:
             add(f"fw-{impl}", "frameworks", dict(headline, val_every=a.val_every), a.framework_minutes, seeds[:1],
                 trainer=impl_trainer, scorer=SCORER, figures=FRAMEWORK_FIGURES, check=False, blocks=FRAMEWORK_BLOCKS)
     return runs
@@ -350,7 +354,7 @@ def run(a):
     csv_path = out / "baselines.csv"
     check_columns(csv_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    runs = plan(a, vocab_size(a.corpus))
+    runs = plan(a)
     done = {(r["name"], r["seed"]) for r in rows_of(csv_path)}
     for n, item in enumerate(runs):
         label = f"[{n + 1}/{len(runs)}] {item['name']} seed {item['seed']}"
@@ -577,8 +581,12 @@ def report(out, corpus="tinyshakespeare", env=None):
         held = mean_figure(rows, "headline", "carried", "second")
         if command_minutes:
             m = statistics.mean(command_minutes)
-            lines.append(f"Equal clocks: the whole command took {m:.2f} minutes ({m * 60:.0f} s, mean over seeds) on this "
-                         f"machine; nanoGPT-CPU's whole script took 2 min 18 s ({NANOGPT['cpu_here_seconds']} s) here.")
+            loop = statistics.mean(float(r["loop_minutes"]) for r in facts.values())
+            lines.append(f"Equal clocks: the whole command took {m:.2f} minutes ({m * 60:.0f} s, mean over seeds; its "
+                         f"training loop {loop:.2f}) on this machine's CPU; nanoGPT-CPU's whole script took 2 min 18 s "
+                         f"({NANOGPT['cpu_here_seconds']} s) here: "
+                         + (f"{NANOGPT['cpu_here_seconds'] - m * 60:.0f} s less." if m * 60 <= NANOGPT["cpu_here_seconds"]
+                            else f"{m * 60 - NANOGPT['cpu_here_seconds']:.0f} s more."))
         if held:
             gap = held[0] - GOALS["headline"]
             lines += ["", f"Goal (at most {GOALS['headline']} within 2.3 minutes), on the held-out second half, carried "
@@ -774,10 +782,15 @@ def main(argv=None):
             a.implementations = ",".join(QUICK["implementations"])
         a.out = a.out or tempfile.mkdtemp(prefix="baselines-quick-")
     a.out = a.out or "results"
-    if a.command == "report":
-        report(a.out, a.corpus)
-        return 0
-    run(a)
+    from common.errors import RosettaError
+
+    try:
+        if a.command == "report":
+            report(a.out, a.corpus)
+        else:
+            run(a)
+    except RosettaError as e:  # a corpus that cannot be read, a checkpoint that does not fit: one sentence
+        raise SystemExit(f"baselines: {e}")
     return 0
 
 

@@ -130,3 +130,14 @@ def test_a_csv_of_issue_18s_columns_is_refused_with_what_to_do(tmp_path):
     shutil.copy(ROOT / "results" / LEGACY_CSV, old)
     with pytest.raises(SystemExit, match=f"has other columns than this version writes.*move it to .*{LEGACY_CSV}"):
         check_columns(old)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "1,two"], "--seeds takes whole numbers separated by commas (such as 1,2,3), got '1,two'."),
+    (["--only", "headline,grids"], "unknown stage(s) grids in --only; choose from grid, long, headline, frameworks."),
+    (["--only", "frameworks", "--implementations", "torch-fast"], "unknown implementation(s) torch-fast; choose from")])
+def test_bad_options_are_refused_in_one_sentence(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.baselines", "--out", str(tmp_path), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "baselines.csv").exists()
