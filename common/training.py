@@ -9,7 +9,8 @@ What it owns:
                      carried state is reset at k == 0 (every step for windows). --iters is the
                      total: a run resumed at step 20 with iters 40 runs steps 21..40.
   checkpoints        at every validation point and at the end, written atomically. keep="best":
-                     m.safetensors holds the weights of the best validation loss so far, and
+                     m.safetensors holds the weights of the best validation loss so far (on the
+                     first half of the validation text; the second is held out), and
                      m.last.safetensors beside it the last state; keep="last": m.safetensors is the
                      last state. Every file also holds the training state (get_training_state: the
                      optimizer's slots, the carried LSTM state) and, as metadata, the step, epoch,
@@ -44,7 +45,7 @@ import numpy as np
 from common.errors import CheckpointError, ConfigError
 from common.memory import activation_bytes
 
-VAL_BATCHES = 20    # validation loss: the mean over at most this many batches of the val text
+VAL_BATCHES = 20    # validation loss: the mean over at most this many batches of the val text's first half
 DIVERGE = 2.0       # stop when the mean of the last DIVERGE_WINDOW losses exceeds this times the first
 DIVERGE_WINDOW = 10
 LOG_COLUMNS = ("step", "epoch", "loss", "val_loss", "chars_per_s", "elapsed")

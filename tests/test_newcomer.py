@@ -231,9 +231,11 @@ def test_info_of_a_last_checkpoint_and_of_an_old_one(run, tmp_path):
 def test_train_and_eval_say_the_same_validation_counts(run):
     _, corpus, ckpt, _, stdout = run
     n = len(split(load_corpus(corpus).data)[1])
-    assert f" and {n:,} validation characters ({n - 1:,} next-character targets), " in stdout.splitlines()[0]
+    assert (f" and {n:,} validation characters ({n - 1:,} next-character targets; validation reads the first "
+            f"{n // 2:,}, the second half is held out), ") in stdout.splitlines()[0]
     proc = rosetta("eval", ckpt, "--corpus", corpus)  # a corpus file: the checkpoint records its name only
     assert proc.returncode == 0, proc.stderr
-    assert re.fullmatch(rf"{re.escape(str(ckpt))}: validation loss \d+\.\d{{4}} nats \(\d+\.\d{{4}} bits\) per character "
-                        rf"over the {n:,} validation characters of tiny \({n - 1:,} next-character targets; numpy/cell\)\n",
+    assert re.fullmatch(rf"{re.escape(str(ckpt))}: validation loss \d+\.\d{{4}} nats \(\d+\.\d{{4}} bits\) per character, "
+                        rf"the state carried: {n - 1:,} next-character targets, each span warmed over 256 characters, "
+                        rf"the whole validation text \({n:,} characters\) of tiny \(numpy/cell\)\n",
                         proc.stdout), proc.stdout
