@@ -410,13 +410,15 @@ def seed_table(rows, name, figures):
         got = per_seed(rows, name, protocol, half, block)
         if got:
             lines.append(f"| {figure_label(protocol, half, block)}, nats/char | "
-                         + " | ".join(f"{got[s]:.4f}" if s in got else "" for s in seeds) + f" | {show_spread(list(got.values()))} |")
+                         + " | ".join(f"{got[s]:.4f}" if s in got else "" for s in seeds)
+                         + f" | {show_spread(list(got.values()))} |")
     for key, label, digits in (("chars", "characters seen", 0), ("loop_minutes", "training loop, minutes", 2),
                                ("command_minutes", "whole command, minutes", 2)):
         got = {s: float(facts[s][key]) for s in seeds if facts[s][key] != ""}
         if got:
             lines.append(f"| {label} | " + " | ".join(f"{got[s]:,.{digits}f}" if s in got else "" for s in seeds)
-                         + f" | {show_spread(list(got.values()), digits) if digits else f'{statistics.mean(got.values()):,.0f}'} |")
+                         + " | " + (show_spread(list(got.values()), digits) if digits else f"{statistics.mean(got.values()):,.0f}")
+                         + " |")
     resumed = [s for s in seeds if int(facts[s]["commands"] or 0) > 1]
     if resumed:
         lines += ["", f"Seed(s) {', '.join(map(str, resumed))} were resumed: their whole-command minutes are the sum of "
@@ -425,8 +427,12 @@ def seed_table(rows, name, figures):
     return lines
 
 
-def cell_minutes(value):
-    return f"{float(value):.2f}" if value else ""
+def command_cell(row):
+    """A row's whole-command minutes; a resumed run's are the sum of its commands (a start-up each): said so."""
+    if not row["command_minutes"]:
+        return ""
+    commands = int(row["commands"] or 1)
+    return f"{float(row['command_minutes']):.2f}" + (f" (resumed: {commands} commands, summed)" if commands > 1 else "")
 
 
 def minutes_to_reach(log_rows, target):
@@ -520,10 +526,10 @@ def nanogpt_section(rows, names):
              "| model | hardware | protocol | text | nats/char (mean ± sd over seeds) |", "|---|---|---|---|---:|"]
     for name in names:
         for half in ("second", "whole"):
-            s = mean_figure(rows, name, "blocks", half, BLOCK)
-            if s:
+            got = list(per_seed(rows, name, "blocks", half, BLOCK).values())
+            if got:
                 lines.append(f"| {name} (ours) | this machine's CPU (2 cores) | block protocol, {BLOCK}-character "
-                             f"blocks | {HALF_LABEL[half]} | {show_spread(list(per_seed(rows, name, 'blocks', half, BLOCK).values()))} |")
+                             f"blocks | {HALF_LABEL[half]} | {show_spread(got)} |")
     lines += [f"| nanoGPT shakespeare_char (6 x 384, context 256) | A100 | block protocol, 256-character blocks "
               f"(nanoGPT's estimate_loss) | whole text (nanoGPT's) | {NANOGPT['a100']} |", ""]
     for name in names:
@@ -612,16 +618,16 @@ def report(out, corpus="tinyshakespeare", env=None):
     lines += frameworks_section(out, rows, corpus)
     others = [n for n in names if n not in shown]
     if others:
-        lines += ["## Other runs (one seed)", "", "| run | config | parameters | characters seen | loop minutes | "
+        lines += ["## Other runs (a row per seed)", "", "| run | config | parameters | characters seen | loop minutes | "
                   "whole command minutes | carried, first half | carried, second half | block protocol, second half | "
                   "block protocol, whole text |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n in others:
             for seed, r in sorted(run_facts(rows, n).items()):
                 got = [per_seed(rows, n, p, h, b).get(seed) for p, h, b in
-                       (("carried", "first", ""), ("carried", "second", ""), ("blocks", "second", BLOCK), ("blocks", "whole", BLOCK))]
+                       (FIGURES[0], FIGURES[1], FIGURES[3], FIGURES[4])]
                 lines.append(f"| {n} (seed {seed}) | {r['num_layers']} x {r['hidden_size']}, dropout {r['dropout']} | "
                              f"{int(r['parameters']):,} | {int(r['chars']):,} | {float(r['loop_minutes']):.2f} | "
-                             f"{cell_minutes(r['command_minutes'])} | "
+                             f"{command_cell(r)} | "
                              + " | ".join("" if v is None else f"{v:.4f}" for v in got) + " |")
         lines.append("")
     checked = [r for r in rows if r["kind"] == "check"]
@@ -698,8 +704,8 @@ def frameworks_section(out, rows, corpus):
              + f"). Each validates every {val_every[1] if val_every else '?'} steps on the quick validation "
              f"({quick_validation_chars(corpus):,} characters of the first half each time), on its clock. The loss "
              f"reached is scored with {'/'.join(SCORER)} for every checkpoint (the same weights give the same number in "
-             f"every implementation: see the same checkpoints in the other implementations), on the held-out second half: carried, and under the "
-             f"block protocol on every non-overlapping block of it (the same blocks for every implementation). Minutes "
+             f"every implementation: see the same checkpoints in the other implementations), on the held-out second "
+             f"half: carried, and under the block protocol on every non-overlapping block of it (the same blocks for every implementation). Minutes "
              f"to reach a loss are the training loop's, at the first quick validation at or below it.", "",
              "| implementation | steps | characters seen | whole command minutes | loop minutes | carried state, second "
              "half | block protocol, second half | minutes to 1.8 | minutes to 1.7 |",
@@ -709,7 +715,7 @@ def frameworks_section(out, rows, corpus):
         got = [per_seed(rows, n, p, h, b).get(int(r["seed"])) for p, h, b in FRAMEWORK_FIGURES]
         reach = [minutes_to_reach(first[n], t) for t in REACH]
         lines.append(f"| {n.removeprefix('fw-')} | {int(r['steps']):,} | {int(r['chars']):,} | "
-                     f"{cell_minutes(r['command_minutes'])} | {float(r['loop_minutes']):.2f} | "
+                     f"{command_cell(r)} | {float(r['loop_minutes']):.2f} | "
                      + " | ".join("" if v is None else f"{v:.4f}" for v in got) + " | "
                      + " | ".join("not reached" if m is None else f"{m:.2f}" for m in reach) + " |")
     return lines + [""]
@@ -757,7 +763,8 @@ def main(argv=None):
     p.add_argument("--learning-rate", type=float, default=LR, help=f"Adam's rate for the grid (default {LR:g})")
     p.add_argument("--dropout", type=float, default=DROPOUT, help=f"dropout for the grid (default {DROPOUT:g})")
     p.add_argument("--no-headline", action="store_true", help="skip the headline run")
-    p.add_argument("--no-long", action="store_true", help="skip the two-hour goal's run (LONG: 2 x 512, dropout 0.3, 9M characters)")
+    p.add_argument("--no-long", action="store_true",
+                   help="skip the two-hour goal's run (LONG: 2 x 512, dropout 0.3, 9M characters)")
     p.add_argument("--framework-minutes", type=float, default=HEADLINE_MINUTES,
                    help=f"training-loop minutes of each implementation in the frameworks stage (default {HEADLINE_MINUTES:g})")
     p.add_argument("--val-every", type=int, default=FRAMEWORK_VAL_EVERY,
