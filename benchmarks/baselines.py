@@ -706,7 +706,9 @@ def frameworks_section(out, rows, corpus):
              f"reached is scored with {'/'.join(SCORER)} for every checkpoint (the same weights give the same number in "
              f"every implementation: see the same checkpoints in the other implementations), on the held-out second "
              f"half: carried, and under the block protocol on every non-overlapping block of it (the same blocks for every implementation). Minutes "
-             f"to reach a loss are the training loop's, at the first quick validation at or below it.", "",
+             f"to reach a loss are the training loop's, at the first quick validation at or below it. --iters stays the "
+             f"headline's (its cosine decay ends there), so an implementation fast enough to finish its steps stops "
+             f"before its minutes run out.", "",
              "| implementation | steps | characters seen | whole command minutes | loop minutes | carried state, second "
              "half | block protocol, second half | minutes to 1.8 | minutes to 1.7 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
