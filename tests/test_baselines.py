@@ -133,7 +133,7 @@ def test_a_csv_of_issue_18s_columns_is_refused_with_what_to_do(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seeds", "1,two"], "--seeds takes whole numbers separated by commas (such as 1,2,3), got '1,two'."),
+    (["--seeds", "1,two"], "--seeds takes whole numbers separated by commas (such as 1337,1338,1339), got '1,two'."),
     (["--only", "headline,grids"], "unknown stage(s) grids in --only; choose from grid, long, headline, frameworks."),
     (["--only", "frameworks", "--implementations", "torch-fast"], "unknown implementation(s) torch-fast; choose from")])
 def test_bad_options_are_refused_in_one_sentence(tmp_path, args, message):
