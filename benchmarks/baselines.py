@@ -581,7 +581,7 @@ def report(out, corpus="tinyshakespeare", env=None):
         facts = run_facts(rows, "headline")
         command_minutes = [float(r["command_minutes"]) for r in facts.values() if r["command_minutes"]]
         lines += ["## Headline", "", "```", as_typed(facts[min(facts)]["command"]), "```", "",
-                  f"(the script runs it with --keep last, --log and --seed 1 to {max(facts)}; `rosetta eval "
+                  f"(the script runs it with --keep last, --log and --seed {', '.join(str(s) for s in sorted(facts))}; `rosetta eval "
                   f"headline.safetensors --half second` gives the held-out carried figure, `--protocol blocks` "
                   f"nanoGPT's.)", "", *seed_table(rows, "headline", HEADLINE_FIGURES), ""]
         held = mean_figure(rows, "headline", "carried", "second")
