@@ -315,7 +315,7 @@ def findings(summary, rounds, steps, env=None):
         order = sorted(got, key=lambda k: -got[k][0])
         best, worst = order[0], order[-1]
         text.append(f"Fastest: `{best}` at {fmt(got[best][0])} chars/s"
-                    + (f"; slowest: `{worst}` at {fmt(got[worst][0])}, {got[best][0] / got[worst][0]:.1f}x slower"
+                    + (f"; slowest: `{worst}` at {fmt(got[worst][0])}, {relative(got[best], got[worst]):.1f}x slower"
                        if worst != best else "") + f" (medians of {int(rounds['round'].max())} interleaved rounds).")
         ratios = [f"`{k}` {interval(figures[k])}" + (" (no measurable difference)"
                                                      if figures[k].verdict == "no measurable difference" else "")
@@ -428,6 +428,12 @@ def speeds(summary, rounds):
     return {k: (t.chars_per_s, t.ratio, f"median of {t.rounds} rounds") for k, t in figures.items() if k in ok}
 
 
+def relative(a, b):
+    """How many times faster speeds() entry a is than b: the quotient of their within-round ratios to
+    REFERENCE (the rounds' one estimator), or of their chars/s where a ratio is missing."""
+    return a[1] / b[1] if a[1] and b[1] and not (missing(a[1]) or missing(b[1])) else a[0] / b[0]
+
+
 def throughput_figures(rounds):
     """benchmarks.stats.throughput of rounds.csv: ({impl: Throughput}, noise floor or None)."""
     if rounds.empty:
@@ -452,10 +458,8 @@ def lesson_section(summary, rounds):
         cell, fast = got.get(f"{framework}-cell{suffix}"), got.get(f"{framework}-fast{suffix}")
         if not (cell and fast):
             continue
-        same_source = cell[2] == fast[2]
         rows.append({"framework": framework, "cell": fmt(cell[0]), "fast": fmt(fast[0]),
-                     "gain": fmt((fast[1] / cell[1]) if same_source and cell[1] and fast[1] else fast[0] / cell[0],
-                                 ".2f", "x"),
+                     "gain": fmt(relative(fast, cell), ".2f", "x"),
                      "source": cell[2]})
     if not rows:
         return []
@@ -496,12 +500,12 @@ def backends_section(summary, rounds):
         best = max(idiomatic, key=lambda k: idiomatic[k][0])
         worst = min(idiomatic, key=lambda k: idiomatic[k][0])
         lines.append(f"Fastest idiomatic Keras row: `{best}` ({fmt(idiomatic[best][0])} chars/s); slowest: "
-                     f"`{worst}` ({fmt(idiomatic[worst][0])} chars/s, {idiomatic[best][0] / idiomatic[worst][0]:.1f}x "
+                     f"`{worst}` ({fmt(idiomatic[worst][0])} chars/s, {relative(idiomatic[best], idiomatic[worst]):.1f}x "
                      f"slower).")
         if "keras-fast@tensorflow" in keras and "keras-cell@tensorflow" in keras:
-            fast, cell = keras["keras-fast@tensorflow"][0], keras["keras-cell@tensorflow"][0]
-            lines.append(f" The tuned TensorFlow cell runs at {fast / cell:.2f}x the idiomatic cell on the same "
-                         f"backend, and {fast / idiomatic[best][0]:.2f}x the fastest idiomatic row: what the "
+            fast, cell = keras["keras-fast@tensorflow"], keras["keras-cell@tensorflow"]
+            lines.append(f" The tuned TensorFlow cell runs at {relative(fast, cell):.2f}x the idiomatic cell on the same "
+                         f"backend, and {relative(fast, idiomatic[best]):.2f}x the fastest idiomatic row: what the "
                          f"idiomatic code costs.")
         lines.append("")
     return lines
