@@ -138,18 +138,18 @@ def derivative_constants(scale, shift):
 # Gates i, f, g, o stacked as 4H rows; the step is written inside the loop (no "step" section):
 #   z_t = x_t @ W_x + h_{t-1} @ W_h + b ;  c_t = f * c_{t-1} + i * g ;  h_t = o * tanh(c_t)
 
-def lstm_forward(xz, h, c, W_h, gate_consts, keep=None):
+def lstm_forward(xz, h, c, W_hT, gate_consts, keep=None):
     """One layer over T steps; the cache keeps what lstm_backward needs.
 
     xz: (T, 4H, B) x_t @ W_x + b for all steps at once (the input does not depend on h)
-    h, c: (H, B) initial state; W_h: (H, 4H); gate_consts: gate_constants(H, B, dtype).
+    h, c: (H, B) initial state; W_hT: W_h.T (4H, H) in C order, as BLAS reads it fastest (CharLSTM.transposed);
+    gate_consts: gate_constants(H, B, dtype).
     keep: this layer's Buffers, where the cache is written (new arrays if None).
     Returns hs (T, H, B) with hs[t] = h_t, the last h, c (views), and the cache for lstm_backward.
     """
     T, H4, B = xz.shape
     H = H4 // 4
     keep = keep or Buffers()
-    W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): BLAS is slower on a transposed view
     hs = keep("hs", (T + 1, H, B), xz.dtype)  # hs[0] = h, hs[t + 1] = h_t
     cs = keep("cs", (T + 1, H, B), xz.dtype)
     gates = keep("gates", (T, 4 * H, B), xz.dtype)  # i, f, g, o after their nonlinearities
@@ -220,6 +220,7 @@ class CharLSTM:
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.layer_buffers = [Buffers() for _ in range(L)]  # each layer's cache, kept between steps
         self.buffers = Buffers()  # the head's and backward's arrays, kept between steps
+        self.transposes = {}  # run's transposed weights until the next update (transposed)
         self.clip = FORMULAS[formula]["clip"]
         self.clip_by_value = FORMULAS[formula]["clip_value"]
         self.reset_state()
@@ -249,16 +250,16 @@ class CharLSTM:
         new_state, caches = [], []
         for l, (h, c) in enumerate(state):
             keep = self.layer_buffers[l]
-            W_x, W_h, b = self.params[f"lstm.{l}.W_x"], self.params[f"lstm.{l}.W_h"], self.params[f"lstm.{l}.b"]
             xz = keep("xz", (T, 4 * H, B), self.dtype)  # x_t @ W_x + b of every step, before the loop
             if l == 0:  # one-hot x_t @ W_x + b is a gather of columns of (W_x + b)^T, step by step:
-                W_xb = np.ascontiguousarray((W_x + b).T)  # (4H, V); xz[t] must come out contiguous
+                W_xb = self.transposed("lstm.0.W_x", plus="lstm.0.b")  # (4H, V); xz[t] must come out contiguous
                 for t in range(T):  # (a gather of all steps at once leaves xz[t] transposed, slower to add)
                     np.take(W_xb, x[:, t], axis=1, out=xz[t])
             else:
-                np.matmul(np.ascontiguousarray(W_x.T), hs, out=xz)  # all steps in one call
-                xz += b[:, None]
-            hs, h, c, cache = lstm_forward(xz, h, c, W_h, gate_constants(H, B, self.dtype), keep)  # hs (T, H, B)
+                np.matmul(self.transposed(f"lstm.{l}.W_x"), hs, out=xz)  # all steps in one call
+                xz += self.params[f"lstm.{l}.b"][:, None]
+            W_hT = self.transposed(f"lstm.{l}.W_h")
+            hs, h, c, cache = lstm_forward(xz, h, c, W_hT, gate_constants(H, B, self.dtype), keep)  # hs (T, H, B)
             if masks is not None:  # dropout on the input of layer l + 1 or the head: a new array, the cache keeps hs
                 hs = hs * columns(masks[l])
             new_state.append((h.T.copy(), c.T.copy()))  # rows (B, H) again, for the caller
@@ -266,6 +267,16 @@ class CharLSTM:
         logits = np.matmul(self.params["head.W"].T, hs, out=self.buffers("logits", (T, self.config.vocab_size, B), self.dtype))
         logits += self.params["head.b"][:, None]  # (T, V, B)
         return logits.transpose(2, 0, 1), new_state, caches  # (B, T, V) view of the columns
+
+    def transposed(self, name, plus=None):
+        """(params[name] + params[plus]).T in C order, as BLAS and np.take read it fastest; made once
+        per update (train_step forgets them), since a copy per run would cost more than a run of
+        one step, generation's (results/GRID.md, Generation latency)."""
+        key = (name, plus)
+        if key not in self.transposes:
+            p = self.params[name] if plus is None else self.params[name] + self.params[plus]
+            self.transposes[key] = np.ascontiguousarray(p.T)
+        return self.transposes[key]
 
     def dropped(self, caches, l, masks):
         """Layer l's output as the next layer (or the head) read it: (T, H, B), masked when masks."""
@@ -349,6 +360,7 @@ class CharLSTM:
         if self.config.clip_value > 0:
             grads = self.clip_by_value(grads, self.config.clip_value)  # every element into [-V, V]
         self.optimizer.step(self.params, grads)
+        self.transposes.clear()  # made from the weights before this update
         self.state = new_state  # plain arrays: no graph to cut
         return loss
 
