@@ -220,7 +220,7 @@ class CharLSTM:
         self.optimizer = make_optimizer(config, formula)  # numpy_impl/optim.py: SGD, Adagrad, Adam by hand
         self.layer_buffers = [Buffers() for _ in range(L)]  # each layer's cache, kept between steps
         self.buffers = Buffers()  # the head's and backward's arrays, kept between steps
-        self.transposes = {}  # run's transposed weights until the next update (transposed)
+        self.transposes = {}  # run's transposed weights, kept until the next update (see transposed)
         self.clip = FORMULAS[formula]["clip"]
         self.clip_by_value = FORMULAS[formula]["clip_value"]
         self.reset_state()
